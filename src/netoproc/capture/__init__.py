@@ -1,0 +1,64 @@
+"""Where packets come from: the live kernel capture of this OS, or a capture file.
+
+Every source produces `RecordBlock`s. `open_live` picks the OS's capture once;
+nothing else in the program asks which OS it runs on.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Protocol
+
+from netoproc.capture.records import InterfaceTable, RecordBlock
+
+
+class CaptureUnavailable(Exception):
+    """The capture device cannot be opened; the message names the device and the cause."""
+
+
+class LiveCapture(Protocol):
+    interfaces: InterfaceTable
+
+    def read(self, timeout: float) -> list[RecordBlock]:
+        """Finished blocks, waiting up to `timeout` seconds for the first."""
+        ...
+
+    def drain(self) -> list[RecordBlock]:
+        """Everything captured so far, including partly filled blocks."""
+        ...
+
+    def kernel_drops(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class FirstPackets(Protocol):
+    """Packets that open flows, delivered one by one as soon as they are sent."""
+
+    def read(self, limit: int = 256) -> list[tuple[int, bytes, str]]:
+        """(link type, packet, interface name) of what arrived, waiting briefly."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_first_packets(interface: str | None) -> FirstPackets | None:
+    """A fast lane for flows whose process may exit within milliseconds; None if
+    this OS's capture does not need one (it names the process in each packet)."""
+    if sys.platform.startswith("darwin"):
+        return None  # PKTAP names the process in every packet
+    from netoproc.capture import linux
+
+    return linux.LinuxFirstPackets(interface)
+
+
+def open_live(interface: str | None, buffer_bytes: int, keep_dns: bool) -> LiveCapture:
+    if sys.platform.startswith("darwin"):
+        from netoproc.capture import darwin
+
+        return darwin.open_capture(interface, buffer_bytes, keep_dns)
+    if sys.platform.startswith("linux"):
+        from netoproc.capture import linux
+
+        return linux.LinuxCapture(interface, buffer_bytes, keep_dns)
+    raise CaptureUnavailable(f"live capture is not available on {sys.platform} yet")

@@ -1,0 +1,155 @@
+"""What every capture source produces: blocks of raw records, described by arrays.
+
+A `RecordBlock` is one buffer holding many captured frames plus, per record,
+where the frame starts, how much of it was captured, how long it was on the
+wire, when it was seen, its link type, interface, direction and (when the
+capture knows it) owning pid. Sources fill what they know; the decoder fills
+the rest from link headers (SLL2 interface index, PKTAP process fields).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+# LINKTYPE_* values as written in pcap/pcapng files (tcpdump.org link-layer
+# header types). Darwin's DLT_PKTAP is DLT_USER2 (149) in the kernel and 258
+# in files; both are accepted.
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_DLT_RAW_12 = 12
+LINKTYPE_DLT_RAW_14 = 14
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_USER2_PKTAP = 149
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_PKTAP = 258
+LINKTYPE_LINUX_SLL2 = 276
+
+# Zero bytes after the last record, so decoders can gather fixed-size header
+# windows without a bounds check per packet; lengths decide what is valid.
+GUARD_BYTES = 256
+
+Int64Array = npt.NDArray[np.int64]
+
+
+class InterfaceTable:
+    """Interface ids and names for one capture source; append-only.
+
+    Ids are the kernel's interface indexes for live captures and small
+    integers for files. Names met inside packets (PKTAP headers) are interned
+    under ids above `INTERNED_BASE`, clear of any kernel index.
+    """
+
+    INTERNED_BASE = 1 << 24
+
+    def __init__(self, names: Mapping[int, str] | None = None) -> None:
+        self._names: dict[int, str] = dict(names or {})
+        self._ids: dict[str, int] = {name: i for i, name in self._names.items()}
+        self._lock = threading.Lock()
+
+    def name(self, iface_id: int) -> str:
+        name = self._names.get(iface_id)
+        return name if name is not None else (f"if{iface_id}" if iface_id >= 0 else "-")
+
+    def known(self, iface_id: int) -> bool:
+        return iface_id in self._names
+
+    def set(self, iface_id: int, name: str) -> None:
+        with self._lock:
+            self._names[iface_id] = name
+            self._ids.setdefault(name, iface_id)
+
+    def intern(self, name: str) -> int:
+        iface_id = self._ids.get(name)
+        if iface_id is not None:
+            return iface_id
+        with self._lock:
+            iface_id = self._ids.get(name)
+            if iface_id is None:
+                iface_id = self.INTERNED_BASE + len(self._ids)
+                self._ids[name] = iface_id
+                self._names[iface_id] = name
+            return iface_id
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBlock:
+    """A run of captured records sharing one buffer.
+
+    `data` ends with at least GUARD_BYTES zero bytes. `iface` is -1 and `pid`
+    is -1 where the source does not know them; `direction` holds
+    `model.Direction` values.
+    """
+
+    data: bytes
+    offset: Int64Array
+    caplen: Int64Array
+    wirelen: Int64Array
+    ts: npt.NDArray[np.float64]
+    linktype: Int64Array
+    iface: Int64Array
+    direction: npt.NDArray[np.int8]
+    pid: Int64Array
+    interfaces: InterfaceTable
+    process_names: Mapping[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def select(self, rows: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> RecordBlock:
+        """The same buffer, only the chosen records."""
+        return RecordBlock(
+            data=self.data,
+            offset=self.offset[rows],
+            caplen=self.caplen[rows],
+            wirelen=self.wirelen[rows],
+            ts=self.ts[rows],
+            linktype=self.linktype[rows],
+            iface=self.iface[rows],
+            direction=self.direction[rows],
+            pid=self.pid[rows],
+            interfaces=self.interfaces,
+            process_names=self.process_names,
+        )
+
+
+def build_block(
+    frames: list[bytes],
+    *,
+    ts: list[float],
+    linktype: int | list[int],
+    interfaces: InterfaceTable | None = None,
+    iface: int | list[int] = -1,
+    direction: int | list[int] = 0,
+    pid: int | list[int] = -1,
+    wirelen: list[int] | None = None,
+    process_names: Mapping[int, str] | None = None,
+) -> RecordBlock:
+    """A block from separate frames: for file readers' slow paths and for tests."""
+    n = len(frames)
+    offsets = np.zeros(n, np.int64)
+    position = 0
+    for i, frame in enumerate(frames):
+        offsets[i] = position
+        position += len(frame)
+    caplen = np.fromiter((len(f) for f in frames), np.int64, n)
+    return RecordBlock(
+        data=b"".join(frames) + bytes(GUARD_BYTES),
+        offset=offsets,
+        caplen=caplen,
+        wirelen=caplen.copy() if wirelen is None else np.asarray(wirelen, np.int64),
+        ts=np.asarray(ts, np.float64),
+        linktype=np.broadcast_to(np.asarray(linktype, np.int64), (n,)).copy(),
+        iface=np.broadcast_to(np.asarray(iface, np.int64), (n,)).copy(),
+        direction=np.broadcast_to(np.asarray(direction, np.int8), (n,)).copy(),
+        pid=np.broadcast_to(np.asarray(pid, np.int64), (n,)).copy(),
+        interfaces=interfaces or InterfaceTable(),
+        process_names=dict(process_names or {}),
+    )

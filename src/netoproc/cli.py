@@ -1,0 +1,313 @@
+"""Command line: options, validation, exit codes; builds a session and runs it.
+
+Exit codes: 0 ok, 1 not root, 2 capture device or file unavailable,
+3 invalid arguments, 4 unexpected error (one line; a traceback only with
+NETOP_LOG=debug or RUST_LOG=debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from netoproc import __version__
+
+if TYPE_CHECKING:
+    from netoproc.session import LiveSession, Settings
+    from netoproc.snapshot import Snapshot
+
+EXIT_OK = 0
+EXIT_NOT_ROOT = 1
+EXIT_UNAVAILABLE = 2
+EXIT_USAGE = 3
+EXIT_FATAL = 4
+SESSION_STOP_SECONDS = 5.0
+
+DESCRIPTION = """\
+Per-process, per-connection network traffic monitor with a DNS observatory.
+
+Without --duration, opens the full-screen monitor. With --duration SECONDS,
+collects per-process traffic for that long and prints one table (tsv, json or
+pretty) for scripts. --read FILE replays a pcap or pcapng capture instead of
+the live network (no root needed).
+
+Bytes are IP-layer bytes: IP header plus payload, from the IP length fields
+(TSO/GSO super-packets and jumbograms at their real length), never link-layer
+headers. RX and TX are from the local process's point of view."""
+
+EPILOG = """\
+exit codes: 0 ok, 1 not root, 2 capture device or file unavailable,
+3 invalid arguments, 4 unexpected error"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _in_range(
+    kind: Callable[[str], float], low: float, high: float, unit: str
+) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # also rejects nan
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({low:g} to {high:g}{unit})")
+        return value
+
+    return parse
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--duration",
+        type=_in_range(float, 1.0, 3600.0, " seconds"),
+        metavar="SECONDS",
+        help="snapshot mode: collect for this long, print, exit (1.0 to 3600.0)",
+    )
+    parser.add_argument("--monitor", action="store_true", help="full-screen monitor (the default)")
+    parser.add_argument(
+        "--format",
+        choices=("tsv", "json", "pretty"),
+        default="tsv",
+        help="snapshot output format (default: tsv)",
+    )
+    parser.add_argument(
+        "--filter",
+        metavar="PATTERN",
+        help="only processes, remote addresses or domains containing PATTERN (any case)",
+    )
+    parser.add_argument(
+        "--interface", metavar="IFACE", help="capture on this interface only (default: all)"
+    )
+    parser.add_argument(
+        "--sort",
+        choices=("traffic", "pid", "name", "connections"),
+        default="traffic",
+        help="initial sort column of the monitor (default: traffic)",
+    )
+    parser.add_argument(
+        "--no-color", action="store_true", help="no colours (also when NO_COLOR is set)"
+    )
+    parser.add_argument(
+        "--no-dns", action="store_true", help="do not capture DNS payloads or show the DNS view"
+    )
+    parser.add_argument(
+        "--bpf-buffer",
+        type=_in_range(int, 4096, 16777216, " bytes"),
+        default=2097152,
+        metavar="BYTES",
+        help="kernel capture buffer size (default: 2097152; 4096 to 16777216)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_in_range(float, 0.1, 10.0, " seconds"),
+        default=1.0,
+        metavar="SECONDS",
+        help="refresh interval (default: 1.0; 0.1 to 10)",
+    )
+    parser.add_argument(
+        "--read",
+        metavar="FILE",
+        help="replay a pcap/pcapng file instead of capturing; packet times drive the clock",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="report capture start, drops and decode errors on stderr",
+    )
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    return parser
+
+
+def _program_name(argv0: str) -> str:
+    name = os.path.basename(argv0)
+    return name if name in ("netop", "netoproc") else "netoproc"
+
+
+def _say(stream: TextIO, text: str) -> None:
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def _debug() -> bool:
+    return any(
+        os.environ.get(var, "").lower() in ("debug", "trace") for var in ("NETOP_LOG", "RUST_LOG")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    prog = _program_name(sys.argv[0])
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if _debug() else logging.WARNING,
+        format=f"{prog}: %(message)s",
+    )
+    try:
+        return _run(prog, build_parser(prog).parse_args(argv))
+    except UsageError as exc:
+        _say(sys.stderr, f"error: {exc}\nTry '{prog} --help' for more information.")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if _debug():
+            raise
+        _say(sys.stderr, f"error: unexpected {type(exc).__name__}: {exc}")
+        return EXIT_FATAL
+
+
+class _SessionSource:
+    """A live session on its own thread, as the monitor's snapshot source."""
+
+    def __init__(self, session: LiveSession) -> None:
+        self.session = session
+        self._thread: threading.Thread | None = None
+
+    def start(self, deliver: Callable[[Snapshot], None], fail: Callable[[str], None]) -> None:
+        def run() -> None:
+            try:
+                self.session.run(None, on_tick=deliver)
+            except Exception as exc:  # the monitor exits and says why
+                fail(f"capture stopped: {type(exc).__name__}: {exc}")
+
+        self._thread = threading.Thread(target=run, name="netoproc-session", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.session.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=SESSION_STOP_SECONDS)
+        self.session.close()
+
+
+def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+    """The full-screen monitor on the live network, or on a replayed file (`--read`)."""
+    from netoproc.capture import CaptureUnavailable
+    from netoproc.capture.pcapfile import CaptureFileError
+    from netoproc.clock import SystemClock
+    from netoproc.session import LiveSession, replay
+
+    # imported only here: Textual costs a quarter of a second that snapshot mode never pays
+    from netoproc.tui.app import MonitorOptions, run_monitor
+    from netoproc.tui.source import SnapshotSource, StaticSource
+
+    options = MonitorOptions(
+        sort=args.sort,
+        filter=args.filter,
+        no_color=args.no_color or "NO_COLOR" in os.environ,
+        interval=args.interval,
+        interface=args.interface,
+        debug=_debug(),
+    )
+    source: SnapshotSource
+    if args.read is not None:
+        try:
+            snapshot, problem = replay(args.read, duration=None, settings=settings)
+        except CaptureFileError as exc:
+            _say(sys.stderr, f"error: {exc}")
+            return EXIT_UNAVAILABLE
+        if problem:
+            _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
+        source = StaticSource(snapshot)
+    else:
+        try:
+            source = _SessionSource(LiveSession(settings, SystemClock()))
+        except CaptureUnavailable as exc:
+            _say(sys.stderr, f"error: {exc}")
+            return EXIT_UNAVAILABLE
+    return run_monitor(source, options)
+
+
+def _run(prog: str, args: argparse.Namespace) -> int:
+    # imported here so `--help` and argument errors stay instant
+    from netoproc.capture import CaptureUnavailable
+    from netoproc.capture.pcapfile import CaptureFileError
+    from netoproc.clock import SystemClock
+    from netoproc.output.formats import FORMATS
+    from netoproc.session import LiveSession, Settings, replay
+
+    if args.monitor and args.duration is not None:
+        raise UsageError("--monitor and --duration exclude each other")
+    settings = Settings(
+        interface=args.interface,
+        buffer_bytes=args.bpf_buffer,
+        dns=not args.no_dns,
+        interval=args.interval,
+    )
+    monitor = args.monitor or (args.duration is None and args.read is None)
+
+    if args.read is None and os.geteuid() != 0:
+        _say(sys.stderr, f"error: {prog} requires root privileges. Run with: sudo {prog}")
+        return EXIT_NOT_ROOT
+    if monitor:
+        return _monitor(args, settings)
+
+    write = FORMATS[args.format]
+    if args.read is not None:
+        try:
+            snapshot, problem = replay(args.read, duration=args.duration, settings=settings)
+        except CaptureFileError as exc:
+            _say(sys.stderr, f"error: {exc}")
+            return EXIT_UNAVAILABLE
+        if problem:
+            _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
+    else:
+        try:
+            session = LiveSession(settings, SystemClock())
+        except CaptureUnavailable as exc:
+            _say(sys.stderr, f"error: {exc}")
+            return EXIT_UNAVAILABLE
+
+        def stop(_signum: int, _frame: object) -> None:
+            session.stop()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+
+        def ready() -> None:
+            if args.verbose:
+                where = args.interface or "all interfaces"
+                _say(sys.stderr, f"{prog}: capturing on {where} for {args.duration:g} s")
+
+        try:
+            snapshot = session.run(args.duration, on_ready=ready)
+        finally:
+            session.close()
+    if args.verbose:
+        h = snapshot.health
+        _say(
+            sys.stderr,
+            f"{prog}: {h.packets} packets, {h.bytes} bytes; kernel drops {h.kernel_drops}, "
+            f"queue drops {h.queue_drops}; malformed {h.malformed}, not IP {h.not_ip}, "
+            f"without ports {h.portless}; unattributed {h.unattributed_bytes} bytes",
+        )
+    try:
+        write(snapshot.filtered(args.filter), sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`| head`): nothing more to say, and no traceback at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK

@@ -1,0 +1,170 @@
+"""Small value types shared by every layer: directions, flow keys, processes, sockets.
+
+Addresses are 128-bit integers. IPv4 addresses are held IPv4-mapped
+(``::ffff:a.b.c.d``), so one representation serves both families, both
+kernels' socket tables (dual-stack sockets report mapped addresses) and the
+packet decoder's two 64-bit halves.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from dataclasses import dataclass
+from typing import NamedTuple
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+PROTO_NAMES = {
+    IPPROTO_ICMP: "ICMP",
+    IPPROTO_TCP: "TCP",
+    IPPROTO_UDP: "UDP",
+    IPPROTO_ICMPV6: "ICMPv6",
+}
+
+V4_MAPPED_PREFIX = 0xFFFF << 32
+_V4_MASK = (1 << 32) - 1
+
+
+class Direction(enum.IntEnum):
+    """Which way a packet went, seen from the local host."""
+
+    UNKNOWN = 0
+    RX = 1
+    TX = 2
+
+
+class UnknownReason(enum.StrEnum):
+    """Why traffic could not be given to a process."""
+
+    PENDING = "not looked up yet"
+    NO_SOCKET = "no local socket"
+    CLOSED = "socket closed before lookup"
+    NO_OWNER = "socket has no visible owner"
+    NOT_SOCKET = "not socket traffic (ICMP or another protocol)"
+    NO_PORTS = "fragment or truncated header without ports"
+    NO_PROCESS_INFO = "capture carries no process information"
+
+
+def proto_name(proto: int) -> str:
+    return PROTO_NAMES.get(proto, f"IP{proto}")
+
+
+def v4(addr: int) -> int:
+    """The 128-bit form of a 32-bit IPv4 address."""
+    return V4_MAPPED_PREFIX | addr
+
+
+def is_v4(addr: int) -> bool:
+    return addr >> 32 == 0xFFFF
+
+
+def addr_from_bytes(raw: bytes) -> int:
+    """A 4- or 16-byte network-order address as a 128-bit integer."""
+    value = int.from_bytes(raw, "big")
+    return v4(value) if len(raw) == 4 else value
+
+
+def format_addr(addr: int) -> str:
+    if is_v4(addr):
+        return socket.inet_ntop(socket.AF_INET, (addr & _V4_MASK).to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, addr.to_bytes(16, "big"))
+
+
+def parse_addr(text: str) -> int:
+    """Parse a textual IPv4 or IPv6 address; raises ValueError."""
+    try:
+        return addr_from_bytes(socket.inet_pton(socket.AF_INET, text))
+    except OSError:
+        pass
+    try:
+        return addr_from_bytes(socket.inet_pton(socket.AF_INET6, text))
+    except OSError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+
+
+def format_endpoint(addr: int, port: int) -> str:
+    text = format_addr(addr)
+    return f"{text}:{port}" if is_v4(addr) else f"[{text}]:{port}"
+
+
+class FlowKey(NamedTuple):
+    """One flow: a local socket's view of a conversation on one interface."""
+
+    iface: str
+    proto: int
+    laddr: int
+    lport: int
+    raddr: int
+    rport: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRef:
+    """A process as shown to people: pid, short name and user."""
+
+    pid: int
+    name: str
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TcpKernelInfo:
+    """Connection health as the kernel's TCP stack reports it.
+
+    `total_retrans` is None where the kernel keeps no such count for other
+    processes' sockets (macOS pcblist_n).
+    """
+
+    rtt_ms: float
+    rttvar_ms: float
+    total_retrans: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SocketInfo:
+    """A socket from the operating system's socket table, with its owner if known.
+
+    `state` is a TCP state name, or "UNCONN" for unconnected UDP. A zero
+    remote address and port mean the socket is not connected.
+    """
+
+    proto: int
+    laddr: int
+    lport: int
+    raddr: int
+    rport: int
+    state: str
+    inode: int = 0
+    uid: int = -1
+    owner: ProcessRef | None = None
+    fd: int | None = None
+    tcp: TcpKernelInfo | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.rport != 0 or self.raddr not in (0, V4_MAPPED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceInfo:
+    """An interface as the OS reports it now: identity, state and 64-bit counters.
+
+    Counters are cumulative since the interface appeared; the engine turns
+    them into rates and totals since netoproc started.
+    """
+
+    name: str
+    kind: str  # "Ethernet", "Wi-Fi", "Loopback", "VPN", "Bridge", "Virtual", "Tunnel", ...
+    up: bool
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_errors: int = 0
+    tx_errors: int = 0

@@ -1,0 +1,1 @@
+"""What people see in snapshot mode: pure functions from a Snapshot to text."""

@@ -1,0 +1,50 @@
+"""Who owns a socket, which interfaces exist: the operating system's side.
+
+`open_platform()` picks the backend for this OS, once; nothing outside this
+package (and `capture`) asks which OS it runs on.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Protocol
+
+from netoproc.model import FlowKey, InterfaceInfo, SocketInfo
+
+
+class PlatformError(Exception):
+    """The operating system's socket tables cannot be read."""
+
+
+class Platform(Protocol):
+    def lookup(self, keys: Iterable[FlowKey]) -> dict[FlowKey, SocketInfo | None] | None:
+        """Owners of new flows now, or None when a full table is the better answer."""
+        ...
+
+    def prefetch(self, flows: Iterable[tuple[int, int, int, int, int]]) -> None:
+        """Look up (proto, laddr, lport, raddr, rport) flows that just opened, from
+        the fast-lane thread, so `lookup` can answer for processes already gone."""
+        ...
+
+    def socket_table(self) -> list[SocketInfo]: ...
+
+    def interfaces(self) -> list[InterfaceInfo]: ...
+
+    def resolvers(self) -> dict[str, tuple[str, ...]]:
+        """Configured DNS servers per interface name ("" when not tied to one)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_platform() -> Platform:
+    if sys.platform.startswith("darwin"):
+        from netoproc.platform import darwin
+
+        return darwin.DarwinPlatform()
+    if sys.platform.startswith("linux"):
+        from netoproc.platform import linux
+
+        return linux.LinuxPlatform()
+    raise PlatformError(f"no socket-table backend for {sys.platform} yet")

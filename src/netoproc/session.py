@@ -1,0 +1,276 @@
+"""The composition root: picks the capture source, the platform and the clock,
+owns the threads, and runs the loop that feeds the engine.
+
+Live: a capture thread moves finished kernel blocks into a bounded queue
+(never waiting: a full queue drops the block and counts its packets); the
+engine thread decodes, ingests, asks the platform about new flows at once,
+refreshes the socket table, and ticks. A third thread watches the packets
+that open flows (TCP SYNs, DNS queries) one by one and has the platform look
+their sockets up the moment they leave, so a process that exits a few
+milliseconds later is still named. Replay (`--read`): one thread, and
+time comes from the packets, so the same file always gives the same answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from netoproc.capture import FirstPackets, LiveCapture, open_first_packets, open_live
+from netoproc.capture.pcapfile import open_capture_file
+from netoproc.capture.records import RecordBlock
+from netoproc.clock import Clock
+from netoproc.decode.columnar import decode_block
+from netoproc.decode.scalar import Malformed, decode_record
+from netoproc.engine import Engine
+from netoproc.platform import Platform, PlatformError, open_platform
+from netoproc.snapshot import Snapshot
+
+log = logging.getLogger("netoproc")
+
+QUEUE_BYTES = 64 << 20
+SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
+PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
+# The fast lane must run within a millisecond of a packet, even while the engine
+# thread holds the GIL; Python's default hand-over interval is 5 ms.
+GIL_SWITCH_SECONDS = 0.0002
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    interface: str | None = None
+    buffer_bytes: int = 2 << 20
+    dns: bool = True
+    interval: float = 1.0
+
+
+class BlockQueue:
+    """Blocks from the capture thread to the engine thread, bounded in bytes."""
+
+    def __init__(self, capacity: int = QUEUE_BYTES) -> None:
+        self._blocks: deque[RecordBlock] = deque()
+        self._bytes = 0
+        self._capacity = capacity
+        self._ready = threading.Condition()
+        self.dropped_packets = 0
+
+    def put(self, block: RecordBlock) -> bool:
+        with self._ready:
+            if self._bytes + len(block.data) > self._capacity:
+                self.dropped_packets += len(block)
+                return False
+            self._blocks.append(block)
+            self._bytes += len(block.data)
+            self._ready.notify()
+            return True
+
+    def get(self, timeout: float) -> RecordBlock | None:
+        with self._ready:
+            if not self._blocks and timeout > 0:
+                self._ready.wait(timeout)
+            if not self._blocks:
+                return None
+            block = self._blocks.popleft()
+            self._bytes -= len(block.data)
+            return block
+
+
+class LiveSession:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        *,
+        capture: LiveCapture | None = None,
+        platform: Platform | None = None,
+        first_packets: FirstPackets | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.capture = capture or open_live(settings.interface, settings.buffer_bytes, settings.dns)
+        if first_packets is None and capture is None:
+            first_packets = open_first_packets(settings.interface)
+        self.first_packets = first_packets
+        try:
+            self.platform: Platform | None = platform or open_platform()
+        except PlatformError as exc:
+            log.warning("no process attribution: %s", exc)
+            self.platform = None
+        self.engine = Engine(
+            started=clock.now(),
+            interval=settings.interval,
+            process_lookups=bool(self.platform),
+            dns=settings.dns,
+        )
+        self.queue = BlockQueue()
+        self.stopping = threading.Event()
+        self._capture_thread = threading.Thread(
+            target=self._capture_loop, name="netoproc-capture", daemon=True
+        )
+        self._first_packets_thread = threading.Thread(
+            target=self._first_packets_loop, name="netoproc-first-packets", daemon=True
+        )
+        self._next_table = 0.0
+
+    # capture threads ----------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        while not self.stopping.is_set():
+            for block in self.capture.read(0.05):
+                self.queue.put(block)
+        for block in self.capture.drain():
+            self.queue.put(block)
+
+    def _first_packets_loop(self) -> None:
+        assert self.first_packets is not None and self.platform is not None
+        self.platform.prefetch([])  # sets up its netlink socket before the first packet
+        budget, refilled = float(PREFETCH_PER_SECOND), self.clock.monotonic()
+        while not self.stopping.is_set():
+            flows = []
+            for linktype, data, _iface in self.first_packets.read():
+                try:
+                    # only the ports matter here; the ring counts the bytes
+                    packet = decode_record(data, 0, len(data), 1 << 18, linktype)
+                except Malformed:
+                    continue
+                if packet is not None and packet.transport:
+                    flows.append((packet.proto, packet.src, packet.sport, packet.dst, packet.dport))
+            now = self.clock.monotonic()
+            budget = min(PREFETCH_PER_SECOND, budget + (now - refilled) * PREFETCH_PER_SECOND)
+            refilled = now
+            if flows and budget >= 1:
+                flows = flows[: int(budget)]
+                budget -= len(flows)
+                self.platform.prefetch(flows)
+
+    # engine thread ----------------------------------------------------------
+
+    def _refresh_sockets(self) -> None:
+        if self.platform is not None:
+            self.engine.update_sockets(self.platform.socket_table())
+            self.engine.resolvers = self.platform.resolvers()
+        self._next_table = self.clock.monotonic() + SOCKET_TABLE_SECONDS
+
+    def _ingest(self, block: RecordBlock) -> None:
+        batch = decode_block(block, dns_payloads=self.settings.dns)
+        new = self.engine.ingest(batch)
+        if new and self.platform is not None:
+            found = self.platform.lookup(new)
+            if found is None:  # too many at once: one full table answers them all
+                self._refresh_sockets()
+            else:
+                self.engine.attribute(found)
+
+    def _tick(self) -> Snapshot:
+        self.engine.note_capture_drops(self.capture.kernel_drops(), self.queue.dropped_packets)
+        if self.clock.monotonic() >= self._next_table:
+            self._refresh_sockets()
+        now = self.clock.now()
+        if self.platform is not None:
+            self.engine.update_interfaces(self.platform.interfaces(), now)
+        return self.engine.tick(now)
+
+    def run(
+        self,
+        duration: float | None,
+        on_tick: Callable[[Snapshot], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> Snapshot:
+        """Capture until `duration` seconds pass or `stop()`; return the last snapshot."""
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        self._refresh_sockets()
+        if self.platform is not None:
+            self.engine.update_interfaces(self.platform.interfaces(), self.clock.now())
+        self._capture_thread.start()
+        if self.first_packets is not None and self.platform is not None:
+            self._first_packets_thread.start()
+        if on_ready:
+            on_ready()
+        start = self.clock.monotonic()
+        deadline = start + duration if duration is not None else float("inf")
+        next_tick = start + self.settings.interval
+        try:
+            while not self.stopping.is_set():
+                now = self.clock.monotonic()
+                if now >= deadline:
+                    break
+                block = self.queue.get(max(0.0, min(next_tick, deadline) - now))
+                if block is not None:
+                    self._ingest(block)
+                if self.clock.monotonic() >= next_tick:
+                    snapshot = self._tick()
+                    next_tick += self.settings.interval * max(
+                        1, int((self.clock.monotonic() - next_tick) // self.settings.interval) + 1
+                    )
+                    if on_tick:
+                        on_tick(snapshot)
+        finally:
+            self.stopping.set()
+            self._capture_thread.join()
+            if self._first_packets_thread.is_alive():
+                self._first_packets_thread.join()
+        while (block := self.queue.get(0)) is not None:
+            self._ingest(block)
+        self._next_table = 0.0  # a last look for flows still unknown
+        return self._tick()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.capture.close()
+        if self.first_packets is not None:
+            self.first_packets.close()
+        if self.platform is not None:
+            self.platform.close()
+
+
+def replay(path: str, *, duration: float | None, settings: Settings) -> tuple[Snapshot, str | None]:
+    """Read a capture file through the engine; returns the snapshot and any file problem.
+
+    Time comes from the packets: the window starts at the first packet and,
+    with `duration`, ends that many seconds later.
+    """
+    capture = open_capture_file(path)
+    engine: Engine | None = None
+    end = float("inf")
+    last = 0.0
+    next_tick = 0.0
+    for block in capture.blocks():
+        if not len(block):
+            continue
+        if engine is None:
+            first = float(block.ts[0])
+            engine = Engine(
+                started=first, interval=settings.interval, process_lookups=False, dns=settings.dns
+            )
+            end = first + duration if duration is not None else end
+            next_tick = first + settings.interval
+        inside = block.ts < end
+        if not inside.all():
+            block = block.select(inside)
+        if len(block):
+            batch = decode_block(block, dns_payloads=settings.dns)
+            if settings.interface is not None:
+                names = batch.interfaces.name
+                batch = batch.select(
+                    np.fromiter((names(i) == settings.interface for i in batch.iface.tolist()),
+                                bool, len(batch))
+                )  # fmt: skip
+            engine.ingest(batch)
+            last = max(last, float(block.ts.max()))
+            if last >= next_tick:
+                engine.tick(last)
+                next_tick = last + settings.interval
+        if not inside.any():
+            break
+    capture.close()
+    if engine is None:
+        return Snapshot(time=0.0, started=0.0, interval=0.0), capture.problem
+    return engine.tick(min(last, end)), capture.problem

@@ -1,0 +1,236 @@
+"""The frozen `Snapshot`: everything a front end may show, as of one tick.
+
+The engine builds one per tick; the TUI and the snapshot formats only read
+it. Filtering lives here too, so `--filter` means the same thing in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from netoproc.model import ProcessRef, SocketInfo, format_addr
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """IP-layer bytes and packets in each direction."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.rx_bytes + other.rx_bytes,
+            self.tx_bytes + other.tx_bytes,
+            self.rx_packets + other.rx_packets,
+            self.tx_packets + other.tx_packets,
+        )
+
+    @property
+    def bytes(self) -> int:
+        return self.rx_bytes + self.tx_bytes
+
+    @property
+    def packets(self) -> int:
+        return self.rx_packets + self.tx_packets
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    """One flow: a local socket's conversation with one remote endpoint."""
+
+    process: ProcessRef | None
+    unknown_reason: str | None
+    proto: int
+    iface: str
+    laddr: int
+    lport: int
+    raddr: int
+    rport: int
+    state: str
+    direction: str  # "In" or "Out"
+    total: Traffic
+    rx_rate: float
+    tx_rate: float
+    first_seen: float
+    last_seen: float
+    fd: int | None = None
+    domain: str | None = None
+    rtt_ms: float | None = None
+    jitter_ms: float | None = None
+    retransmits: int | None = None
+    rx_history: tuple[float, ...] = ()
+    tx_history: tuple[float, ...] = ()
+
+    @property
+    def remote_text(self) -> str:
+        return format_addr(self.raddr)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRow:
+    """Totals for one process; `process` None is the unattributed ("unknown") row."""
+
+    process: ProcessRef | None
+    total: Traffic
+    rx_rate: float = 0.0
+    tx_rate: float = 0.0
+    sockets: int = 0
+    connections: int = 0
+    rx_history: tuple[float, ...] = ()
+    tx_history: tuple[float, ...] = ()
+    # For the unknown row: bytes per reason, largest first.
+    unknown_reasons: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def name(self) -> str:
+        return self.process.name if self.process else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceRow:
+    """One interface card: identity, addresses, resolvers and traffic since start."""
+
+    name: str
+    kind: str
+    up: bool
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    dns_servers: tuple[str, ...] = ()
+    rx_rate: float = 0.0
+    tx_rate: float = 0.0
+    total: Traffic = Traffic()
+    rx_errors: int = 0
+    tx_errors: int = 0
+    # bytes per minute, oldest first, the current (partial) minute last
+    rx_history: tuple[float, ...] = ()
+    tx_history: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQueryRow:
+    """One DNS question and its fate."""
+
+    time: float
+    process: ProcessRef | None
+    name: str
+    qtype: str
+    response: str  # addresses, a CNAME target, NXDOMAIN, SERVFAIL, REFUSED, timeout, ...
+    rcode: str  # NOERROR, NXDOMAIN, ..., or "timeout"
+    latency_ms: float | None
+    resolver: str
+    iface: str
+    transport: str = "UDP"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverRow:
+    """Statistics of one DNS server as used through one interface."""
+
+    iface: str
+    server: str
+    queries: int
+    failures: int  # answered with anything but NOERROR, or timed out
+    avg_latency_ms: float | None
+    configured: bool = True
+
+    @property
+    def fail_rate(self) -> float:
+        return self.failures / self.queries if self.queries else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsView:
+    resolvers: tuple[ResolverRow, ...] = ()
+    queries: tuple[DnsQueryRow, ...] = ()  # most recent last, bounded
+    malformed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureHealth:
+    """How complete the picture is."""
+
+    packets: int = 0
+    bytes: int = 0
+    kernel_drops: int = 0
+    queue_drops: int = 0
+    malformed: int = 0
+    not_ip: int = 0
+    portless: int = 0
+    unattributed_bytes: int = 0
+
+    @property
+    def unattributed_share(self) -> float:
+        return self.unattributed_bytes / self.bytes if self.bytes else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    time: float
+    started: float
+    interval: float
+    processes: tuple[ProcessRow, ...] = ()
+    connections: tuple[ConnectionRow, ...] = ()
+    sockets: tuple[SocketInfo, ...] = ()
+    interfaces: tuple[InterfaceRow, ...] = ()
+    dns: DnsView | None = None  # None when DNS observation is off (--no-dns)
+    health: CaptureHealth = field(default_factory=CaptureHealth)
+
+    def filtered(self, pattern: str | None) -> Snapshot:
+        """Keep what matches `pattern` (case-insensitive substring).
+
+        A process whose name matches keeps all its traffic; otherwise only its
+        connections whose remote address or domain matches are kept, and its
+        totals become theirs. DNS queries are kept when their process, name or
+        answer matches; resolver statistics are not filtered.
+        """
+        if not pattern:
+            return self
+        needle = pattern.lower()
+        by_name = {row.process for row in self.processes if needle in row.name.lower()}
+        kept: list[ConnectionRow] = []
+        matched: dict[ProcessRef | None, list[ConnectionRow]] = {}
+        for conn in self.connections:
+            if conn.process in by_name:
+                kept.append(conn)
+            elif needle in conn.remote_text.lower() or (
+                conn.domain and needle in conn.domain.lower()
+            ):
+                kept.append(conn)
+                matched.setdefault(conn.process, []).append(conn)
+        rows = [row for row in self.processes if row.process in by_name]
+        for process, conns in matched.items():
+            total = sum((c.total for c in conns), Traffic())
+            rows.append(
+                ProcessRow(
+                    process=process,
+                    total=total,
+                    rx_rate=sum(c.rx_rate for c in conns),
+                    tx_rate=sum(c.tx_rate for c in conns),
+                    sockets=len({(c.proto, c.laddr, c.lport) for c in conns}),
+                    connections=len(conns),
+                )
+            )
+        dns = self.dns
+        if dns is not None:
+            queries = tuple(
+                q
+                for q in dns.queries
+                if needle in q.name.lower()
+                or needle in q.response.lower()
+                or (q.process is not None and needle in q.process.name.lower())
+            )
+            dns = replace(dns, queries=queries)
+        return replace(self, processes=tuple(rows), connections=tuple(kept), dns=dns)
+
+    def by_traffic(self) -> list[ProcessRow]:
+        """Processes with traffic, most bytes first (ties by pid, then name)."""
+        rows = [row for row in self.processes if row.total.packets]
+        rows.sort(key=lambda r: (-r.total.bytes, r.pid is None, r.pid or 0, r.name))
+        return rows

@@ -1,0 +1,148 @@
+"""How one value looks in one cell: units, sparklines, rate colours, fitting to a width.
+
+Pure functions, shared by every view so a rate, a size or a sparkline looks
+the same wherever it appears. Untrusted text is made printable by the views
+before it gets here; `fit` only measures and cuts.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.cells import cell_len, set_cell_size
+from rich.style import Style
+
+from netoproc.model import V4_MAPPED_PREFIX, format_endpoint
+
+SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+
+# The guide's thresholds for rate colours (Connection view, "Color coding").
+GREEN = Style(color="green")
+YELLOW = Style(color="yellow")
+RED = Style(color="red")
+DIM = Style(dim=True)
+BOLD = Style(bold=True)
+PLAIN = Style()
+
+
+def rate_style(rate: float) -> Style:
+    """Green below 1 KB/s, yellow up to 100 KB/s, red above."""
+    if rate < 1_000:
+        return GREEN
+    if rate <= 100_000:
+        return YELLOW
+    return RED
+
+
+def compact_rate(rate: float) -> str:
+    """A rate in at most four characters, base 10, as the Process view shows it: 512, 12K, 2.1M."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if rate >= scale * 0.9995:
+            value = rate / scale
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{min(value, 999):.0f}{unit}"
+    return f"{rate:.0f}"
+
+
+def rate_text(rate: float) -> str:
+    """A rate as the guide's Connection view writes it: 512 B/s, 12 KB/s, 1.2 MB/s.
+
+    Base-10 units with the thresholds of the guide's "Traffic Rates" table;
+    one decimal below 10, whole numbers above, so it never needs more than 8 cells.
+    """
+    if round(rate) < 1000:
+        return f"{rate:.0f} B/s"
+    value = rate
+    for unit in ("KB/s", "MB/s", "GB/s"):
+        value /= 1000
+        if round(value, 1) < 10:
+            return f"{value:.1f} {unit}"
+        if round(value) < 1000 or unit == "GB/s":
+            return f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def decimal_size(value: int) -> str:
+    """Bytes in base-10 units, like the rates: 512 B, 102.0 KB, 128.5 MB."""
+    if value < 1000:
+        return f"{value} B"
+    scaled = float(value)
+    for unit in ("KB", "MB", "GB", "TB"):
+        scaled /= 1000
+        if round(scaled, 1) < 1000 or unit == "TB":
+            return f"{scaled:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def count(value: int) -> str:
+    """An integer with thousands separators: 1,234,567."""
+    return f"{value:,}"
+
+
+def milliseconds(value: float | None) -> str:
+    """RTT or latency as the guide writes it: 0.5ms, 12ms; `-` when unknown."""
+    if value is None:
+        return "-"
+    if value < 0.1:
+        return "<0.1ms"
+    return f"{value:.1f}ms" if value < 10 else f"{value:.0f}ms"
+
+
+def clock_time(timestamp: float) -> str:
+    """Wall-clock HH:MM:SS in the local time zone."""
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def elapsed(seconds: float) -> str:
+    """How long netoproc has been running: 45s, 12:05, 3:02:07."""
+    whole = max(0, int(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}" if minutes else f"{secs}s"
+
+
+def endpoint(addr: int, port: int) -> str:
+    """address:port, with `*` for the wildcard address of listening and unbound sockets."""
+    if addr in (0, V4_MAPPED_PREFIX):
+        return f"*:{port}"
+    return format_endpoint(addr, port)
+
+
+def sparkline(values: tuple[float, ...], width: int) -> str:
+    """The last `width` samples as block characters, scaled to their own maximum.
+
+    Samples not yet taken are blank, so a process seen for five seconds shows
+    five bars at the right, never invented history.
+    """
+    if width <= 0:
+        return ""
+    shown = values[-width:]
+    peak = max(shown, default=0.0)
+    top = len(SPARK_LEVELS) - 1
+    if peak <= 0:
+        bars = SPARK_LEVELS[0] * len(shown)
+    else:
+        bars = "".join(SPARK_LEVELS[min(top, int(v * len(SPARK_LEVELS) / peak))] for v in shown)
+    return " " * (width - len(shown)) + bars
+
+
+def fit(text: str, width: int, right: bool = False) -> str:
+    """`text` padded or cut to exactly `width` cells; a cut ends in `…`."""
+    if width <= 0:
+        return ""
+    length = cell_len(text)
+    if length > width:
+        return set_cell_size(text, width - 1) + "…"
+    padding = " " * (width - length)
+    return padding + text if right else text + padding
+
+
+_SHORT_STATES = {"ESTABLISHED": "ESTAB", "CLOSE_WAIT": "CLOSE-W", "TIME_WAIT": "TIME-W"}
+
+
+def state_text(state: str, width: int) -> str:
+    """A connection state in `width` cells, with ss's short names when the full one is too wide."""
+    if len(state) > width:
+        state = _SHORT_STATES.get(state, state)
+    return fit(state, width)

@@ -1,0 +1,33 @@
+"""Run a live session for a while and print its last snapshot as JSON.
+
+The end-to-end tests run this inside a network namespace to see what the
+TUI would show (DNS log, connections, interfaces) without a terminal:
+    python observe.py SECONDS
+prints "ready" on stderr once capturing, then the snapshot on stdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+
+from netoproc.clock import SystemClock
+from netoproc.session import LiveSession, Settings
+
+
+def main() -> None:
+    session = LiveSession(Settings(interval=0.5), SystemClock())
+    signal.signal(signal.SIGTERM, lambda *_: session.stop())
+    try:
+        snapshot = session.run(
+            float(sys.argv[1]), on_ready=lambda: print("ready", file=sys.stderr, flush=True)
+        )
+    finally:
+        session.close()
+    print(json.dumps(dataclasses.asdict(snapshot)))
+
+
+if __name__ == "__main__":
+    main()

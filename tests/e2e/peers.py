@@ -1,0 +1,222 @@
+"""Traffic programs for the end-to-end tests, run as separate processes.
+
+Each names itself (prctl PR_SET_NAME, so the kernel's `comm` and every
+process table shows the name), moves an exact amount of data, prints one JSON
+line describing the sockets it used, and exits. They use only the standard
+library so they run anywhere the tests do.
+
+    python peers.py tcp-server PORT              echo: reads N, writes N back, per connection
+    python peers.py udp-server PORT              echo every datagram
+    python peers.py tcp-client NAME HOST PORT BYTES
+    python peers.py udp-client NAME HOST PORT DATAGRAMS SIZE
+    python peers.py short-conns NAME HOST PORT COUNT BYTES HOLD_MS
+    python peers.py loop-pair SENDER RECEIVER BYTES
+    python peers.py dns-servfail ADDRESS PORT    an upstream that answers SERVFAIL to everything
+    python peers.py dns-client NAME SERVER QNAME QTYPE
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+PR_SET_NAME = 15
+
+
+def set_name(name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def recv_exact(conn: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = conn.recv(min(n, 1 << 16))
+        if not chunk:
+            raise ConnectionError("peer closed early")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def tcp_server(port: int) -> None:
+    set_name("np-server")
+    servers = []
+    for fam, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, port))
+        s.listen(256)
+        servers.append(s)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            header = conn.recv(8, socket.MSG_WAITALL)
+            if len(header) < 8:
+                return
+            n = int.from_bytes(header, "big")
+            data = recv_exact(conn, n)
+            conn.sendall(data)
+            conn.recv(1)  # wait for the client to close first
+
+    def accept(s: socket.socket) -> None:
+        while True:
+            conn, _ = s.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    for s in servers:
+        threading.Thread(target=accept, args=(s,), daemon=True).start()
+    print(json.dumps({"ready": port}), flush=True)
+    threading.Event().wait()
+
+
+def udp_server(port: int) -> None:
+    set_name("np-udpserver")
+    socks = []
+    for fam, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, port))
+        socks.append(s)
+
+    def echo(s: socket.socket) -> None:
+        while True:
+            data, peer = s.recvfrom(65535)
+            s.sendto(data, peer)
+
+    for s in socks:
+        threading.Thread(target=echo, args=(s,), daemon=True).start()
+    print(json.dumps({"ready": port}), flush=True)
+    threading.Event().wait()
+
+
+def tcp_exchange(host: str, port: int, n: int) -> tuple[socket.socket, dict[str, object]]:
+    conn = socket.create_connection((host, port), timeout=10)
+    local = conn.getsockname()
+    conn.sendall(n.to_bytes(8, "big") + os.urandom(n))
+    recv_exact(conn, n)
+    return conn, {"local": local[0], "lport": local[1]}
+
+
+def tcp_client(name: str, host: str, port: int, n: int) -> None:
+    set_name(name)
+    conn, info = tcp_exchange(host, port, n)
+    time.sleep(0.1)  # like a real client, not gone within the same millisecond
+    conn.close()
+    print(json.dumps({"pid": os.getpid(), **info}), flush=True)
+
+
+def udp_client(name: str, host: str, port: int, count: int, size: int) -> None:
+    set_name(name)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect((host, port))
+    for _ in range(count):
+        s.send(os.urandom(size))
+        s.recv(65535)
+    local = s.getsockname()
+    time.sleep(0.1)
+    s.close()
+    print(json.dumps({"pid": os.getpid(), "local": local[0], "lport": local[1]}), flush=True)
+
+
+def short_conns(name: str, host: str, port: int, count: int, n: int, hold_ms: int) -> None:
+    set_name(name)
+    ports = []
+    for _ in range(count):
+        started = time.monotonic()
+        conn, info = tcp_exchange(host, port, n)
+        time.sleep(max(0.0, hold_ms / 1000 - (time.monotonic() - started)))
+        conn.close()
+        ports.append(info["lport"])
+    print(json.dumps({"pid": os.getpid(), "lports": ports}), flush=True)
+
+
+def loop_pair(sender: str, receiver: str, n: int) -> None:
+    """Two processes on loopback: one sends `n` bytes, the other receives them."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    child = os.fork()
+    if child == 0:
+        set_name(receiver)
+        conn, _ = listener.accept()
+        recv_exact(conn, n)
+        time.sleep(0.1)
+        conn.close()
+        os._exit(0)
+    listener.close()
+    set_name(sender)
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(os.urandom(n))
+    lport = conn.getsockname()[1]
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+    conn.close()
+    os.waitpid(child, 0)
+    print(json.dumps({"sender": os.getpid(), "receiver": child, "lport": lport, "port": port}))
+
+
+def dns_servfail(address: str, port: int) -> None:
+    set_name("np-servfail")
+    s = socket.socket(family(address), socket.SOCK_DGRAM)
+    s.bind((address, port))
+    print(json.dumps({"ready": port}), flush=True)
+    while True:
+        query, peer = s.recvfrom(4096)
+        if len(query) >= 12:
+            # same id and question; QR, RD, RA set; rcode 2 (SERVFAIL); no answers
+            flags = 0x8000 | (int.from_bytes(query[2:4], "big") & 0x0100) | 0x0080 | 2
+            s.sendto(
+                query[:2] + flags.to_bytes(2, "big") + query[4:6] + bytes(6) + query[12:], peer
+            )
+
+
+def dns_client(name: str, server: str, qname: str, qtype: str) -> None:
+    """One query over UDP from a named process; prints its id and local port."""
+    set_name(name)
+    codes = {"A": 1, "AAAA": 28, "TXT": 16, "MX": 15}
+    ident = int.from_bytes(os.urandom(2), "big")
+    question = b"".join(len(p).to_bytes(1, "big") + p.encode() for p in qname.split("."))
+    message = (
+        ident.to_bytes(2, "big")
+        + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        + question
+        + b"\x00"
+        + codes[qtype].to_bytes(2, "big")
+        + b"\x00\x01"
+    )
+    s = socket.socket(family(server), socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(message, (server, 53))
+    s.recvfrom(4096)
+    print(json.dumps({"pid": os.getpid(), "id": ident, "lport": s.getsockname()[1]}), flush=True)
+
+
+COMMANDS = {
+    "tcp-server": (tcp_server, (int,)),
+    "udp-server": (udp_server, (int,)),
+    "tcp-client": (tcp_client, (str, str, int, int)),
+    "udp-client": (udp_client, (str, str, int, int, int)),
+    "short-conns": (short_conns, (str, str, int, int, int, int)),
+    "loop-pair": (loop_pair, (str, str, int)),
+    "dns-servfail": (dns_servfail, (str, int)),
+    "dns-client": (dns_client, (str, str, str, str)),
+}
+
+if __name__ == "__main__":
+    command, kinds = COMMANDS[sys.argv[1]]
+    command(*(kind(arg) for kind, arg in zip(kinds, sys.argv[2:], strict=True)))  # type: ignore[operator]

@@ -1,0 +1,157 @@
+"""The command line as users meet it: options, messages and exit codes.
+
+Each case runs the real program in a subprocess. Exit codes: 1 not root,
+2 capture device or file unavailable, 3 invalid arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netoproc import __version__
+
+CAPTURES = Path(__file__).parent / "data" / "captures" / "tcpdump"
+BIN = Path(sys.executable).parent
+
+
+def run(
+    *args: str, argv0: str | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / argv0)] if argv0 else [sys.executable, "-m", "netoproc"]
+    return subprocess.run([*prefix, *command, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--duration", "0.5"],
+        ["--duration", "3600.5"],
+        ["--duration", "soon"],
+        ["--duration", "nan"],
+        ["--bpf-buffer", "4095"],
+        ["--bpf-buffer", "16777217"],
+        ["--bpf-buffer", "2.5"],
+        ["--interval", "0.05"],
+        ["--interval", "11"],
+        ["--format", "xml"],
+        ["--sort", "bytes"],
+        ["--no-such-option"],
+        ["--monitor", "--duration", "5"],
+        ["--duration"],
+        ["extra-positional"],
+    ],
+)
+def test_invalid_arguments_exit_3_with_one_clear_line(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 3
+    assert result.stdout == ""
+    first, hint = result.stderr.splitlines()
+    assert first.startswith("error: ")
+    assert hint == "Try 'netoproc --help' for more information."
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_version() -> None:
+    helped = run("--help")
+    assert helped.returncode == 0
+    options = (
+        "duration monitor format filter interface sort no-color no-dns bpf-buffer interval read"
+    )
+    for option in options.split():
+        assert f"--{option}" in helped.stdout
+    assert "IP-layer bytes" in helped.stdout
+    version = run("--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"netoproc {__version__}")
+
+
+@pytest.mark.parametrize("name", ["netop", "netoproc"])
+def test_not_root_gets_the_guides_message(name: str) -> None:
+    # a user namespace makes us uid 65534 with no privilege over this machine
+    result = run("--duration", "1", argv0=name, prefix=("unshare", "--map-user=65534"))
+    assert result.returncode == 1
+    assert result.stderr == f"error: {name} requires root privileges. Run with: sudo {name}\n"
+    assert result.stdout == ""
+
+
+def test_unknown_interface_exits_2_naming_it() -> None:
+    result = run("--duration", "1", "--interface", "nosuch0")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "nosuch0" in result.stderr and "no such interface" in result.stderr
+
+
+def test_read_needs_no_root_and_prints_processes_from_pktap() -> None:
+    result = run("--read", str(CAPTURES / "LINKTYPE_PKTAP.pcap"), "--format", "json",
+                 prefix=("unshare", "--map-user=65534"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1 and rows[0]["pid"] is not None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file"),
+        (b"", "too short"),
+        (b"not a capture file at all, sorry", "not a pcap"),
+    ],
+)
+def test_unreadable_read_file_exits_2(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "input.pcap"
+    if content is not None:
+        path.write_bytes(content)
+    result = run("--read", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert result.stdout == ""
+
+
+def test_truncated_read_file_warns_and_shows_what_came_before(tmp_path: Path) -> None:
+    whole = (CAPTURES / "dns_tcp.pcap").read_bytes()
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(whole[:-10])
+    full, cut = run("--read", str(CAPTURES / "dns_tcp.pcap")), run("--read", str(path))
+    assert cut.returncode == 0
+    assert cut.stderr.startswith("warning: ") and cut.stderr.count("\n") == 1
+    full_row, cut_row = (
+        full.stdout.splitlines()[1].split("\t"),
+        cut.stdout.splitlines()[1].split("\t"),
+    )
+    assert int(cut_row[4]) + int(cut_row[5]) == int(full_row[4]) + int(full_row[5]) - 1
+
+
+def test_closed_pipe_is_quiet() -> None:
+    big = str(CAPTURES / "edns-opts.pcap")
+    shell = f"{sys.executable} -m netoproc --read {big} --format pretty | head -c 10"
+    result = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert result.stderr == ""
+
+
+@pytest.mark.live
+def test_sigterm_ends_a_snapshot_early_and_prints_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netoproc", "--duration", "60", "--format", "json", "--verbose"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert "capturing on" in proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert isinstance(json.loads(out), list)
+    assert "packets" in err
+
+
+def test_monitor_mode_says_clearly_it_is_not_built_yet() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test runs as root (CI does)")
+    result = run()
+    assert result.returncode == 4
+    assert result.stderr.count("\n") == 1 and "--duration" in result.stderr
