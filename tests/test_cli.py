@@ -7,7 +7,6 @@ Each case runs the real program in a subprocess. Exit codes: 1 not root,
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -149,9 +148,23 @@ def test_sigterm_ends_a_snapshot_early_and_prints_it(tmp_path: Path) -> None:
     assert "packets" in err
 
 
-def test_monitor_mode_says_clearly_it_is_not_built_yet() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("this test runs as root (CI does)")
-    result = run()
-    assert result.returncode == 4
-    assert result.stderr.count("\n") == 1 and "--duration" in result.stderr
+@pytest.mark.parametrize("args", [(), ("--monitor",)])
+def test_monitor_mode_checks_root_before_opening_the_screen(args: tuple[str, ...]) -> None:
+    result = run(*args, argv0="netoproc", prefix=("unshare", "--map-user=65534"))
+    assert result.returncode == 1
+    assert result.stderr == "error: netoproc requires root privileges. Run with: sudo netoproc\n"
+    assert result.stdout == ""  # the terminal was never switched to the full screen
+
+
+def test_monitor_on_an_unknown_interface_exits_2_before_opening_the_screen() -> None:
+    result = run("--interface", "nosuch0")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "nosuch0" in result.stderr
+    assert result.stdout == ""
+
+
+def test_monitor_replaying_an_unreadable_file_exits_2(tmp_path: Path) -> None:
+    result = run("--monitor", "--read", str(tmp_path / "missing.pcap"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "No such file" in result.stderr
+    assert result.stdout == ""

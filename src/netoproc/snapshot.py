@@ -38,6 +38,25 @@ class Traffic:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpHealth:
+    """A TCP connection's health. `rtt_ms` and `retransmits` come from `source`:
+    the kernel's own figures for the socket when it can be asked, else the
+    packets; the packet figures are kept beside them either way."""
+
+    source: str  # "kernel" or "packets"
+    rtt_ms: float | None
+    jitter_ms: float | None  # standard deviation of RTT samples over the last 10 s
+    retransmits: int  # segments the local socket sent again
+    retransmit_rate: float  # per second, over the last 10 s
+    retransmit_percent: float | None  # of the segments sent over the last 10 s
+    packet_rtt_ms: float | None
+    packet_retransmits: int
+    segments_sent: int
+    peer_retransmits: int  # segments the remote end sent again
+    dup_acks: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionRow:
     """One flow: a local socket's conversation with one remote endpoint."""
 
@@ -61,6 +80,7 @@ class ConnectionRow:
     rtt_ms: float | None = None
     jitter_ms: float | None = None
     retransmits: int | None = None
+    health: TcpHealth | None = None  # TCP only
     rx_history: tuple[float, ...] = ()
     tx_history: tuple[float, ...] = ()
 

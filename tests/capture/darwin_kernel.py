@@ -107,7 +107,7 @@ def run_filter(program: bytes, packet: bytes) -> int:
             assert taken is not None, f"jump {op:#x}"
             pc += jt if taken else jf
         elif cls == 0x06:  # RET K
-            return k
+            return int(k)
         else:
             raise AssertionError(f"opcode {op:#x}")
 
@@ -160,6 +160,8 @@ class FakeBpfKernel:
         pktap_dlt: int = DLT_PKTAP,
         max_buffer: int = 0x80000,
         macs: dict[str, bytes] | None = None,
+        open_error: int | None = None,
+        read_error: int | None = None,
     ) -> None:
         self.names = dict(interfaces)
         self.dlts = dlts or {"lo0": DLT_NULL, "en0": DLT_EN10MB}
@@ -169,6 +171,7 @@ class FakeBpfKernel:
         self.pktap_dlt = pktap_dlt
         self.max_buffer = max_buffer
         self.macs = macs or {}
+        self.open_error, self.read_error = open_error, read_error
         self.open_fds: dict[int, Device] = {}
         self.sockets: set[int] = set()
         self.descriptions: dict[str, bytes] = {}
@@ -185,6 +188,8 @@ class FakeBpfKernel:
         if not path.startswith("/dev/bpf") or path == "/dev/bpf":
             raise OSError(errno.ENOENT, path)
         n = int(path.removeprefix("/dev/bpf"))
+        if self.open_error is not None:
+            raise OSError(self.open_error, path)
         if n < self.busy:
             raise OSError(errno.EBUSY, path)
         if n >= self.devices:
@@ -213,6 +218,8 @@ class FakeBpfKernel:
     def read(self, fd: int, size: int) -> bytes:
         device = self.open_fds[fd]
         assert size == device.buffer, "a BPF read must ask for exactly the buffer size"
+        if self.read_error is not None:
+            raise OSError(self.read_error, "read")
         return device.reads.pop(0) if device.reads else b""
 
     def wait(self, fds: Sequence[int], timeout: float) -> list[int]:

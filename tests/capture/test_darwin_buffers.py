@@ -47,10 +47,10 @@ DNS_QUERY = b.udp(53000, 53, bytes(12) + b"\x07example\x03com\x00\x00\x01\x00\x0
 DNS_V6 = b.ipv6(b.UDP, DNS_QUERY, src="fe80::1", dst="fe80::53")
 
 
-def _v1_of_105_bytes(frame: bytes, **fields: object) -> bytes:
-    """A v1 header whose pth_length ends right after pth_ecomm (88 + 17): the decoder's
-    minimum, shorter than any kernel writes."""
-    record = b.pktap_v1(frame, length=108, **fields)  # type: ignore[arg-type]
+def _cut_to_105_bytes(record: bytes) -> bytes:
+    """A 108-byte v1 header whose pth_length now ends right after pth_ecomm (88 + 17):
+    the decoder's minimum, shorter than any kernel writes."""
+    assert int.from_bytes(record[:4], "little") == 108
     return (105).to_bytes(4, "little") + record[4:105] + record[108:]
 
 
@@ -187,7 +187,7 @@ def test_the_moved_ipproto_field_is_never_trusted() -> None:
 
 
 def test_records_the_fast_path_cannot_vouch_for_go_to_the_scalar_decoder() -> None:
-    odd_length = _v1_of_105_bytes(b.ethernet(TCP_SYN), pid=5, comm="odd")
+    odd_length = _cut_to_105_bytes(b.pktap_v1(b.ethernet(TCP_SYN), pid=5, comm="odd", length=108))
     ppp = b.pktap_v1(TCP_SYN, dlt=9, pid=6)  # DLT_PPP: not decoded
     block = pktap_block(bpf_buffer(bpf_record(odd_length), bpf_record(ppp)), InterfaceTable())
     assert block.linktype.tolist() == [LINKTYPE_USER2_PKTAP] * 2
@@ -200,29 +200,24 @@ def test_records_the_fast_path_cannot_vouch_for_go_to_the_scalar_decoder() -> No
 def pktap_records(draw: st.DrawFn) -> tuple[bytes, int]:
     packet, extra = draw(st.one_of(ipv4_packets(), ipv6_packets()))
     dlt, inner = draw(
-        st.sampled_from(
-            [(1, b.ethernet(packet)), (0, b.null(packet)), (12, packet), (9, packet)]
-        )
+        st.sampled_from([(1, b.ethernet(packet)), (0, b.null(packet)), (12, packet), (9, packet)])
     )
-    common = {
-        "dlt": dlt,
-        "ifname": draw(st.sampled_from(["en0", "utun2", "lo0", "bridge100"])),
-        "flags": draw(st.integers(0, 7)),
-        "pid": draw(st.sampled_from([-1, 0, 1, 501, 77])),
-        "epid": draw(st.sampled_from([-1, 0, 4321])),
-    }
+    ifname = draw(st.sampled_from(["en0", "utun2", "lo0", "bridge100"]))
+    flags, pid = draw(st.integers(0, 7)), draw(st.sampled_from([-1, 0, 1, 501, 77]))
+    epid = draw(st.sampled_from([-1, 0, 4321]))
     if draw(st.booleans()):
         length = draw(st.sampled_from([156, 108, 105, 160]))
-        build = _v1_of_105_bytes if length == 105 else b.pktap_v1
-        record = build(
-            inner, comm=draw(st.sampled_from(["", "curl"])),
-            ecomm=draw(st.sampled_from(["", "Safari"])),
-            **({} if length == 105 else {"length": length}), **common,
+        record = b.pktap_v1(
+            inner, dlt=dlt, ifname=ifname, flags=flags, pid=pid, epid=epid,
+            comm=draw(st.sampled_from(["", "curl"])), ecomm=draw(st.sampled_from(["", "Safari"])),
+            length=max(108, length),
         )  # fmt: skip
+        record = _cut_to_105_bytes(record) if length == 105 else record
     else:
         record = b.pktap_v2(
-            inner, comm=draw(st.sampled_from([None, "", "curl"])),
-            ecomm=draw(st.sampled_from([None, "Safari"])), **common,
+            inner, dlt=dlt, ifname=ifname, flags=flags, pid=pid, epid=epid,
+            comm=draw(st.sampled_from([None, "", "curl"])),
+            ecomm=draw(st.sampled_from([None, "Safari"])),
         )  # fmt: skip
     wire = len(record) + extra
     if draw(st.integers(0, 5)) == 5:
@@ -230,7 +225,7 @@ def pktap_records(draw: st.DrawFn) -> tuple[bytes, int]:
     return record, wire
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(pktap_records(), min_size=1, max_size=6))
 def test_unwrapping_agrees_with_the_scalar_decoder(records: list[tuple[bytes, int]]) -> None:
     """The capture's columnar PKTAP reading gives what the scalar decoder gives
@@ -253,10 +248,10 @@ def test_unwrapping_agrees_with_the_scalar_decoder(records: list[tuple[bytes, in
     assert _names(ours) == _names(reference)
     assert np.allclose(ours.ts, reference.ts)
     assert ours.dns == reference.dns
-    seen = set(ours.pid.tolist())
-    assert {p: n for p, n in ours.process_names.items() if p in seen} == {
-        p: n for p, n in reference.process_names.items() if p in seen
-    }
+    # The capture names a pid from any header; the decoder only from packets it decoded.
+    for pid in set(reference.pid.tolist()):
+        if pid in reference.process_names:
+            assert ours.process_names.get(pid) == reference.process_names[pid]
 
 
 # -- plain BPF (the fallback) ----------------------------------------------------

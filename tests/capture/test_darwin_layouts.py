@@ -40,7 +40,8 @@ def test_ioctl_numbers_are_the_researched_values(name: str, value: int) -> None:
 
 def test_attach_count_ioctl() -> None:
     # not in the research table: xnu bsd/net/bpf.h _IOWR('B', 125, struct ifreq), by hand
-    assert k.BIOCGIFATTACHCOUNT == 0xC0000000 | 32 << 16 | ord("B") << 8 | 125
+    by_hand = 0xC0000000 | 32 << 16 | ord("B") << 8 | 125
+    assert by_hand == k.BIOCGIFATTACHCOUNT
 
 
 def _layout(struct: type[ctypes.Structure]) -> dict[str, int]:

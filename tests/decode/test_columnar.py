@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -324,3 +325,33 @@ def test_random_bytes(block: RecordBlock) -> None:
 @given(blocks_of(mutated_records()))
 def test_mutated_reference_records(block: RecordBlock) -> None:
     assert_agrees(block)
+
+
+# -- TCP timestamp options ----------------------------------------------------------------
+
+TS = b"\x08\x0a" + (123456).to_bytes(4, "big") + (654321).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    ("options", "caplen_cut", "expected"),
+    [
+        (b"\x01\x01" + TS, 0, (123456, 654321)),  # data segments: NOP NOP TS
+        (b"\x02\x04\x05\xb4\x04\x02" + TS + b"\x01\x03\x03\x07", 0, (123456, 654321)),  # a SYN
+        (b"\x01\x01\x05\x0a" + bytes(8) + b"\x01\x01" + TS, 0, (123456, 654321)),  # after SACK
+        (b"", 0, (-1, -1)),
+        (b"\x02\x04\x05\xb4", 0, (-1, -1)),  # MSS only
+        (b"\x00" + TS, 0, (-1, -1)),  # after the end-of-options mark
+        (b"\x05\x01" + TS, 0, (-1, -1)),  # a length below 2 stops the walk
+        (b"\x01\x01" + TS, 4, (-1, -1)),  # the capture stops inside the option
+        (b"\x08\x09" + TS[2:] + b"\x01", 0, (-1, -1)),  # a timestamp of the wrong length
+    ],
+)
+def test_tcp_timestamps_agree_and_are_right(
+    options: bytes, caplen_cut: int, expected: tuple[int, int]
+) -> None:
+    frame = b.ipv4(6, b.tcp(40000, 443, b"", options=options))
+    cut = frame[: len(frame) - caplen_cut]
+    block = build_block([cut], ts=[1.0], linktype=lt.LINKTYPE_IPV4, wirelen=[len(frame)])
+    batch = assert_agrees(block)
+    assert (int(batch.tsval[0]), int(batch.tsecr[0])) == expected
+    assert int(batch.window[0]) == 65535

@@ -13,6 +13,9 @@ library so they run anywhere the tests do.
     python peers.py loop-pair SENDER RECEIVER BYTES
     python peers.py dns-servfail ADDRESS PORT    an upstream that answers SERVFAIL to everything
     python peers.py dns-client NAME SERVER QNAME QTYPE
+    python peers.py tcp-echo ADDRESS PORT        echo every byte back, as it arrives
+    python peers.py rtt-client NAME HOST PORT COUNT GAP_MS   timed requests; tcp_info at the end
+    python peers.py bulk-client NAME HOST PORT BYTES    send BYTES with CUBIC; tcp_info at the end
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import ctypes
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -206,6 +210,70 @@ def dns_client(name: str, server: str, qname: str, qtype: str) -> None:
     print(json.dumps({"pid": os.getpid(), "id": ident, "lport": s.getsockname()[1]}), flush=True)
 
 
+TCP_INFO = 11
+TCP_CONGESTION = 13
+
+
+def kernel_tcp_info(conn: socket.socket) -> dict[str, float]:
+    """The kernel's own view of this socket (struct tcp_info, linux/tcp.h)."""
+    raw = conn.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 232)
+    rtt_us, rttvar_us = struct.unpack_from("=II", raw, 68)
+    (total_retrans,) = struct.unpack_from("=I", raw, 100)
+    return {"rtt_ms": rtt_us / 1000, "rttvar_ms": rttvar_us / 1000, "total_retrans": total_retrans}
+
+
+def tcp_echo(address: str, port: int) -> None:
+    set_name("np-echo")
+    s = socket.socket(family(address), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, port))
+    s.listen(16)
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(1 << 16):
+                conn.sendall(data)
+
+    print(json.dumps({"ready": port}), flush=True)
+    while True:
+        conn, _ = s.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def rtt_client(name: str, host: str, port: int, count: int, gap_ms: int) -> None:
+    set_name(name)
+    conn = socket.create_connection((host, port), timeout=10)
+    for _ in range(count):
+        conn.sendall(os.urandom(100))
+        recv_exact(conn, 100)
+        time.sleep(gap_ms / 1000)
+    info = kernel_tcp_info(conn)
+    time.sleep(0.5)
+    print(json.dumps({"pid": os.getpid(), "lport": conn.getsockname()[1], **info}), flush=True)
+    conn.close()
+
+
+def bulk_client(name: str, host: str, port: int, n: int) -> None:
+    set_name(name)
+    conn = socket.socket(family(host), socket.SOCK_STREAM)
+    conn.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, b"cubic")  # loss, not pacing, decides
+    conn.settimeout(60)
+    conn.connect((host, port))
+
+    def drain() -> None:  # the echo comes back; read it so the server never blocks
+        while conn.recv(1 << 16):
+            pass
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    conn.sendall(os.urandom(n))
+    conn.shutdown(socket.SHUT_WR)
+    reader.join()
+    info = kernel_tcp_info(conn)
+    print(json.dumps({"pid": os.getpid(), "lport": conn.getsockname()[1], **info}), flush=True)
+    conn.close()
+
+
 COMMANDS = {
     "tcp-server": (tcp_server, (int,)),
     "udp-server": (udp_server, (int,)),
@@ -215,6 +283,9 @@ COMMANDS = {
     "loop-pair": (loop_pair, (str, str, int)),
     "dns-servfail": (dns_servfail, (str, int)),
     "dns-client": (dns_client, (str, str, str, str)),
+    "tcp-echo": (tcp_echo, (str, int)),
+    "rtt-client": (rtt_client, (str, str, int, int, int)),
+    "bulk-client": (bulk_client, (str, str, int, int)),
 }
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from rich.console import Console
 from textual.app import App
 
 
-def screen_text(app: App[object]) -> str:
+def screen_text(app: App[Any]) -> str:
     """The whole screen as plain text, one line per terminal row."""
     width, height = app.size
     console = Console(
@@ -19,5 +20,5 @@ def screen_text(app: App[object]) -> str:
     return console.export_text()
 
 
-def screen_lines(app: App[object]) -> list[str]:
+def screen_lines(app: App[Any]) -> list[str]:
     return [line.rstrip() for line in screen_text(app).splitlines()]

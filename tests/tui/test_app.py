@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 import pytest
+from textual import events
 from textual.filter import Monochrome, NoColor
 
 from netoproc.snapshot import ProcessRow, Snapshot
@@ -35,6 +36,10 @@ def status(app: MonitorApp) -> str:
     bar = app.query_one(StatusBar)
     assert bar.status is not None
     return str(bar.render())
+
+
+def help_shown(app: MonitorApp) -> bool:
+    return isinstance(app.screen, HelpScreen)
 
 
 def first_column(app: MonitorApp) -> list[str]:
@@ -90,7 +95,7 @@ async def test_filter_bar_applies_on_enter_and_matches_names_addresses_and_domai
         assert isinstance(app.focused, FilterBar)
         await pilot.press(*"FIRE", "enter")  # case-insensitive
         await pilot.pause()
-        assert not app.query(FilterBar)
+        assert not app.query_one(FilterBar).is_open
         assert first_column(app) == ["firefox"]
         assert "filter: FIRE" in status(app)
         assert isinstance(app.focused, ProcessTable)
@@ -108,7 +113,7 @@ async def test_escape_closes_the_filter_bar_without_applying_then_clears_the_fil
     async with app.run_test(size=BIG) as pilot:
         assert first_column(app) == ["curl"]  # --filter is the initial filter
         await pilot.press("slash", "ctrl+u", *"node", "escape")
-        assert not app.query(FilterBar)
+        assert not app.query_one(FilterBar).is_open
         assert first_column(app) == ["curl"]  # not applied
         await pilot.press("escape")
         assert app.filter is None
@@ -179,7 +184,7 @@ async def test_enter_expands_a_process_into_its_sockets_and_connections() -> Non
         await pilot.pause()
         table = app.query_one(ProcessTable)
         assert not any(isinstance(row, Child) for row in table.rows)
-        assert table.current is not None and table.current.name == "firefox"
+        assert isinstance(table.current, ProcessRow) and table.current.name == "firefox"
 
 
 async def test_expanded_rows_list_listening_and_unconnected_sockets() -> None:
@@ -221,12 +226,12 @@ async def test_question_mark_toggles_the_help_overlay() -> None:
     app = app_on()
     async with app.run_test(size=BIG) as pilot:
         await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
+        assert help_shown(app)
         assert "Cycle to next view" in screen_text(app)
         await pilot.press("question_mark")
-        assert not isinstance(app.screen, HelpScreen)
+        assert not help_shown(app)
         await pilot.press("question_mark", "escape")
-        assert not isinstance(app.screen, HelpScreen)
+        assert not help_shown(app)
 
 
 async def test_status_bar_says_view_filter_sort_interval_connections_and_capture_health() -> None:
@@ -337,3 +342,16 @@ async def test_an_internal_error_ends_the_app_and_is_kept_for_a_one_line_report(
     assert isinstance(app.crash, AttributeError)
     assert app.return_code == 1
     assert app._exit_renderables == []  # no traceback with locals printed after exit
+
+
+async def test_keys_typed_at_once_after_slash_or_a_view_key_land_where_they_mean_to() -> None:
+    # a terminal delivers a fast typist's keys in one read; nothing may wait for a repaint
+    app = app_on()
+    async with app.run_test(size=BIG) as pilot:
+        burst = [("slash", "/"), ("c", "c"), ("u", "u"), ("enter", "\r"), ("2", "2"),
+                 ("down", None)]  # fmt: skip
+        for key, character in burst:
+            app.post_message(events.Key(key, character))
+        await pilot.pause()
+        assert app.filter == "cu" and app.active == 1
+        assert app.query_one(ProcessTable).cursor == 0  # "down" went to the Connection view

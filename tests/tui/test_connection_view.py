@@ -1,4 +1,4 @@
-"""The Connection view: every column, the guide's colours, and what gives way on a narrow terminal."""
+"""The Connection view: its columns, the guide's colours, what gives way when narrow."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 from netoproc.snapshot import DnsQueryRow
-from netoproc.tui.app import MonitorOptions, make_app
+from netoproc.tui.app import MonitorOptions, SnapshotArrived, make_app
 from netoproc.tui.dns_view import QueryLog
 from netoproc.tui.source import StaticSource
 from tests.fixtures import T0, monitor_snapshot
@@ -52,14 +52,11 @@ async def test_the_log_follows_new_queries_until_the_user_scrolls_up() -> None:
         await pilot.press("4")
         log = app.query_one(QueryLog)
         assert log.current is not None and log.current.name == "telemetry.example.com"
-        app.post_message(type(app).SnapshotArrived(later)) if False else None
-        from netoproc.tui.app import SnapshotArrived
-
         app.post_message(SnapshotArrived(later))
         await pilot.pause()
         assert log.current is not None and log.current.name == "late.example"
+        assert "Query log (6)" in screen_text(app)
         await pilot.press("up")
-        app.post_message(SnapshotArrived(first))
+        app.post_message(SnapshotArrived(later))
         await pilot.pause()
         assert log.current is not None and log.current.name == "telemetry.example.com"
-        assert "Query log (5)" in screen_text(app)

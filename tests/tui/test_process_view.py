@@ -55,7 +55,9 @@ def test_children_are_connections_then_idle_sockets_in_fd_order() -> None:
 
 
 def test_the_unknown_row_explains_its_bytes() -> None:
-    row = ProcessRow(None, Traffic(45_000, 0, 30, 0), unknown_reasons=(("no local socket", 45_000),))
+    row = ProcessRow(
+        None, Traffic(45_000, 0, 30, 0), unknown_reasons=(("no local socket", 45_000),)
+    )
     lines = children(None, row, [], [])
     assert [line.item for line in lines] == [("no local socket", 45_000)]
 

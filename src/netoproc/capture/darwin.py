@@ -39,6 +39,7 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import psutil
 
 from netoproc.capture import CaptureUnavailable
 from netoproc.capture import bpf_darwin as k
@@ -119,8 +120,6 @@ class OsKernel:
         return socket.if_nameindex()
 
     def link_addresses(self) -> dict[str, bytes]:
-        import psutil
-
         found = {}
         for name, addrs in psutil.net_if_addrs().items():
             for addr in addrs:
@@ -504,6 +503,7 @@ class PktapCapture:
             self.close()
             raise
         self.source = f"{self.device.path} on {self.clone.name}"
+        self._shown_header = False
 
     def read(self, timeout: float) -> list[RecordBlock]:
         if not self.kernel.wait([self.device.fd], timeout):
@@ -524,7 +524,19 @@ class PktapCapture:
         except OSError as exc:
             log.warning("reading %s failed: %s", self.source, exc.strerror)
             return []
-        return [pktap_block(buffer, self.interfaces)] if buffer else []
+        if not buffer:
+            return []
+        if not self._shown_header:  # for a first run on a new macOS: is it still 156 bytes?
+            self._shown_header = True
+            hdrlen = int.from_bytes(buffer[16:18], "little")
+            head = k.PktapHeader.from_buffer_copy(
+                buffer.ljust(hdrlen + _V1.itemsize, b"\0"), hdrlen
+            )
+            log.debug(
+                "first PKTAP header: pth_length %d, flags %#x, dlt %d, interface %s",
+                *(head.pth_length, head.pth_flags, head.pth_dlt, head.pth_ifname.decode()),
+            )
+        return [pktap_block(buffer, self.interfaces)]
 
     def kernel_drops(self) -> int:
         return self.device.drops()

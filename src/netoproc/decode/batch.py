@@ -39,6 +39,9 @@ COLUMNS: tuple[tuple[str, type[np.generic]], ...] = (
     ("ack", np.int64),
     ("payload_length", np.int64),
     ("fragment_id", np.int64),
+    ("window", np.int64),
+    ("tsval", np.int64),  # TCP timestamp option, -1 when absent
+    ("tsecr", np.int64),
 )
 
 
@@ -72,6 +75,9 @@ class PacketBatch:
     ack: I64
     payload_length: I64
     fragment_id: I64
+    window: I64
+    tsval: I64
+    tsecr: I64
     interfaces: InterfaceTable
     process_names: Mapping[int, str] = field(default_factory=dict)
     # (row, transport payload as captured) for packets to or from port 53

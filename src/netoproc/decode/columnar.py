@@ -169,6 +169,8 @@ class _Fill:
 
     def __init__(self, n: int) -> None:
         self.cols = empty_columns(n)
+        for unknown in ("fragment_id", "pid", "tsval", "tsecr"):
+            self.cols[unknown][:] = -1
         self.done = np.zeros(n, np.bool_)
         self.payload_offset = np.full(n, -1, np.int64)
 
@@ -204,8 +206,16 @@ def _transport(
         cols["seq"][r] = h["seq"]
         cols["ack"][r] = h["ack"]
         cols["tcp_flags"][r] = h["flags"]
+        cols["window"][r] = h["window"]
         cols["payload_length"][r] = l4_length[t] - header
         fill.payload_offset[r] = np.where(header < captured[t], l4[t] + header, -1)
+        options = np.flatnonzero(header > TCP.size)
+        if len(options):
+            start = l4[t][options]
+            end = start + np.minimum(header[options], captured[t][options])
+            tsval, tsecr = _timestamps(buf, start + TCP.size, end)
+            cols["tsval"][r[options]] = tsval
+            cols["tsecr"][r[options]] = tsecr
 
     u = np.flatnonzero(udp & settled)
     if len(u):
@@ -216,6 +226,41 @@ def _transport(
         cols["payload_length"][r] = l4_length[u] - UDP.size
         fill.payload_offset[r] = np.where(UDP.size < captured[u], l4[u] + UDP.size, -1)
     return settled
+
+
+# NOP NOP TIMESTAMP(10): how Linux and most stacks lay out options on data segments
+_COMMON_TS_PREFIX = 0x0101080A
+
+
+def _timestamps(buf: bytes, pos: I64, end: I64) -> tuple[I64, I64]:
+    """TSval/TSecr of TCP options in [pos, end) per row; -1 where absent.
+
+    The common layout is read in one gather; the rest (SYNs, SACK blocks,
+    odd stacks) walk their options in lockstep, one option per round.
+    """
+    data = np.frombuffer(buf, np.uint8)
+    tsval = np.full(len(pos), -1, np.int64)
+    tsecr = np.full(len(pos), -1, np.int64)
+    common = (end - pos >= 12) & (_be32(data, pos) == _COMMON_TS_PREFIX)
+    tsval[common] = _be32(data, pos[common] + 4)
+    tsecr[common] = _be32(data, pos[common] + 8)
+    walking = np.flatnonzero(~common & (pos < end))
+    at = pos[walking]
+    for _ in range(40):  # at most 40 bytes of options, each round moves at least one
+        if not len(walking):
+            break
+        kind = data[at]
+        length = data[at + 1].astype(np.int64)
+        stamp = (kind == 8) & (length == 10) & (at + 10 <= end[walking])
+        rows = walking[stamp]
+        tsval[rows] = _be32(data, at[stamp] + 2)
+        tsecr[rows] = _be32(data, at[stamp] + 6)
+        step = np.where(kind == 1, 1, length)
+        go_on = ~stamp & (kind != 0) & ((kind == 1) | ((length >= 2) & (at + 2 <= end[walking])))
+        at = at + step
+        go_on &= at < end[walking]
+        walking, at = walking[go_on], at[go_on]
+    return tsval, tsecr
 
 
 def _ipv4(block: RecordBlock, rows: I64, links: _Links, fill: _Fill) -> None:
@@ -298,8 +343,6 @@ def decode_block(block: RecordBlock, *, dns_payloads: bool = True) -> PacketBatc
     not_ip_fast = fast & (links.ethertype != ETHERTYPE_IPV4) & (links.ethertype != ETHERTYPE_IPV6)
 
     cols = fill.cols
-    cols["fragment_id"][:] = -1
-    cols["pid"][:] = -1
     cols["transport"][fill.done] = True
     malformed = not_ip = portless = 0
     slow_rows = np.flatnonzero(~fill.done & ~not_ip_fast)
@@ -341,6 +384,9 @@ def decode_block(block: RecordBlock, *, dns_payloads: bool = True) -> PacketBatc
         cols["ack"][i] = packet.ack
         cols["payload_length"][i] = packet.payload_length
         cols["fragment_id"][i] = packet.fragment_id
+        cols["window"][i] = packet.window
+        cols["tsval"][i] = packet.tsval
+        cols["tsecr"][i] = packet.tsecr
         fill.payload_offset[i] = packet.payload_offset
         fill.done[i] = True
         portless += not packet.transport

@@ -135,9 +135,9 @@ def _label_text(raw: bytes) -> str:
 def _name(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
     """The name at `pos` and the offset after its inline part.
 
-    The usual name is labels ending at the root or at a pointer to a name
-    already seen: it is read here, and everything else (pointers to names not
-    seen yet, every error) by `_walk`.
+    The usual name, plain labels ending at the root or at a pointer to a name
+    already seen, is read here; any other (pointers to names not seen yet,
+    bytes to escape, every error) by `_walk`.
     """
     start = pos
     size = len(data)
@@ -146,42 +146,32 @@ def _name(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
         length = data[pos]
         if not 0 < length < 0x40:
             break
-        raws.append(data[pos + 1 : pos + 1 + length])
-        pos += 1 + length
+        end = pos + 1 + length
+        raws.append(data[pos + 1 : end])
+        pos = end
     if pos >= size:
         return _walk(data, start, seen)
     if data[pos] == 0:
-        tail, tail_wire, first = "", 1, -1
-        end = pos + 1
+        tail, tail_wire, first, end = "", 1, -1, pos + 1
     elif data[pos] >= 0xC0 and pos + 1 < size:
         first = (data[pos] & 0x3F) << 8 | data[pos + 1]
         hit = seen.get(first)
         if hit is None or first >= start:
             return _walk(data, start, seen)
-        tail, tail_wire = hit[0], hit[1]
-        end = pos + 2
-        seen[pos] = (tail, tail_wire, end, first)
+        tail, tail_wire, end = hit[0], hit[1], pos + 2
     else:
         return _walk(data, start, seen)
     if not raws:
         return tail, end
     wire = tail_wire + pos - start
-    if wire > MAX_NAME:
-        return _walk(data, start, seen)
     joined = b".".join(raws)
-    if joined.translate(None, _NAME_PLAIN_DOT) or joined.count(b".") >= len(raws):
-        labels = [_label_text(raw) for raw in raws]  # a byte to escape
-    else:
-        labels = joined.decode("ascii").split(".")
-    if tail:
-        labels.append(tail)
-    text = ".".join(labels)
-    cut = 0
-    for raw, label in zip(raws, labels, strict=False):
-        seen[start] = (text[cut:], wire, end, first)
-        cut += len(label) + 1
-        start += len(raw) + 1
-        wire -= len(raw) + 1
+    if wire > MAX_NAME or joined.translate(None, _NAME_PLAIN_DOT) or joined.count(46) >= len(raws):
+        return _walk(data, start, seen)
+    text = f"{joined.decode('ascii')}.{tail}" if tail else joined.decode("ascii")
+    at = start
+    for raw in raws:  # each label starts a name a later pointer may use
+        seen[at] = (text[at - start :], wire - at + start, end, first)
+        at += len(raw) + 1
     return text, end
 
 
@@ -270,7 +260,8 @@ def _exact(what: str, pos: int, end: int) -> None:
 
 def _address(family: int, size: int, what: str) -> Renderer:
     def render(data: bytes, start: int, end: int, seen: _Seen) -> str:
-        _exact(what, start + size, end)
+        if end - start != size:
+            raise DnsError(f"{what} record of the wrong length")
         return socket.inet_ntop(family, data[start:end])
 
     return render
@@ -332,19 +323,25 @@ def _generic(data: bytes, start: int, end: int, seen: _Seen) -> str:
     return f"\\# {end - start} {data[start:end].hex()}"
 
 
+# By type, for every class; A, AAAA and SRV are defined for class IN only
+# (RFC 1035 3.4, RFC 2782) and are rendered generically in other classes.
 _RENDERERS: dict[int, Renderer] = {
-    1: _address(socket.AF_INET, 4, "A"),
-    28: _address(socket.AF_INET6, 16, "AAAA"),
     2: _target,  # NS
     5: _target,  # CNAME
     12: _target,  # PTR
     39: _target,  # DNAME
     15: _mx,
-    33: _srv,
     6: _soa,
     16: _txt,
     99: _txt,  # SPF
 }
+_IN_RENDERERS: dict[int, Renderer] = {
+    **_RENDERERS,
+    1: _address(socket.AF_INET, 4, "A"),
+    28: _address(socket.AF_INET6, 16, "AAAA"),
+    33: _srv,
+}
+CLASS_IN = 1
 
 
 def parse_message(data: bytes) -> Message:
@@ -352,8 +349,7 @@ def parse_message(data: bytes) -> Message:
     if size < _HEADER.size:
         raise DnsError("shorter than a DNS header")
     ident, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
-    records = ancount + nscount + arcount
-    if _HEADER.size + qdcount * _MIN_QUESTION + records * _MIN_RR > size:
+    if _HEADER.size + qdcount * _MIN_QUESTION + (ancount + nscount + arcount) * _MIN_RR > size:
         raise DnsError("section counts exceed the message")
     seen: _Seen = {}
     pos = _HEADER.size
@@ -366,34 +362,40 @@ def parse_message(data: bytes) -> Message:
         pos += _QUESTION.size
         questions.append(Question(name, qtype, qclass))
     answers = []
+    for _ in range(ancount):
+        name, pos, rtype, rclass, ttl, start = _record(data, pos, seen)
+        renderers = _IN_RENDERERS if rclass == CLASS_IN else _RENDERERS
+        text = renderers.get(rtype, _generic)(data, start, pos, seen)
+        answers.append(Record(name, rtype, rclass, ttl, text))
+    for _ in range(nscount):
+        pos = _record(data, pos, seen)[1]
     rcode = flags & 0xF
-    opt_seen = False
-    for index in range(records):
-        name, pos = _name(data, pos, seen)
-        if pos + _RR.size > size:
-            raise DnsError("truncated resource record")
-        rtype, rclass, ttl, rdlength = _RR.unpack_from(data, pos)
-        start = pos + _RR.size
-        pos = start + rdlength
-        if pos > size:
-            raise DnsError("rdata runs past the end")
-        if index < ancount:
-            data_text = _RENDERERS.get(rtype, _generic)(data, start, pos, seen)
-            answers.append(Record(name, rtype, rclass, ttl, data_text))
-        elif rtype == TYPE_OPT and index >= ancount + nscount:
-            if opt_seen:
+    opt = False
+    for _ in range(arcount):
+        _, pos, rtype, _, ttl, _ = _record(data, pos, seen)
+        if rtype == TYPE_OPT:
+            if opt:
                 raise DnsError("more than one OPT record")
-            opt_seen = True
-            rcode |= (ttl >> 24) << 4
-    return Message(
-        id=ident,
-        response=bool(flags & _QR),
-        opcode=(flags >> _OPCODE_SHIFT) & 0xF,
-        rcode=rcode,
-        truncated=bool(flags & _TC),
-        questions=tuple(questions),
-        answers=tuple(answers),
+            opt = True
+            rcode |= (ttl >> 24) << 4  # the upper 8 of the 12 bits
+    response, opcode, truncated = (
+        bool(flags & _QR),
+        (flags >> _OPCODE_SHIFT) & 0xF,
+        bool(flags & _TC),
     )
+    return Message(ident, response, opcode, rcode, truncated, tuple(questions), tuple(answers))
+
+
+def _record(data: bytes, pos: int, seen: _Seen) -> tuple[str, int, int, int, int, int]:
+    """A resource record at `pos`: name, rdata end, type, class, ttl, rdata start."""
+    name, pos = _name(data, pos, seen)
+    start = pos + _RR.size
+    if start > len(data):
+        raise DnsError("truncated resource record")
+    rtype, rclass, ttl, rdlength = _RR.unpack_from(data, pos)
+    if start + rdlength > len(data):
+        raise DnsError("rdata runs past the end")
+    return name, start + rdlength, rtype, rclass, ttl, start
 
 
 def split_tcp_stream(buffer: bytes) -> tuple[list[bytes], bytes]:

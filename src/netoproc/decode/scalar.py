@@ -51,6 +51,7 @@ PKTAP_DIR_IN = 0x1
 PKTAP_DIR_OUT = 0x2
 PKTAP_PROC_DELEGATED = 0x4
 SLL_OUTGOING = 4
+TCP_OPTION_END, TCP_OPTION_NOP, TCP_OPTION_TIMESTAMP = 0, 1, 8
 
 # Address family values a DLT_NULL / DLT_LOOP header may carry.
 _NULL_FAMILIES = {2: ETHERTYPE_IPV4, 10: ETHERTYPE_IPV6, 24: ETHERTYPE_IPV6, 28: ETHERTYPE_IPV6}
@@ -92,6 +93,9 @@ class Packet(NamedTuple):
     payload_length: int
     payload_offset: int  # where the transport payload starts in the buffer, -1 if not captured
     fragment_id: int  # -1 unless the packet is an IP fragment
+    window: int = 0  # TCP receive window, unscaled
+    tsval: int = -1  # TCP timestamp option (RFC 7323), -1 when absent or not captured
+    tsecr: int = -1
 
 
 LinkDecoder = Callable[[bytes, int, int], Link]
@@ -317,6 +321,26 @@ def _ipv6(buf: bytes, link: Link, end: int, wire_l3: int) -> Packet:
     return _transport(buf, link, next_header, src, dst, total, pos, end, fragment_id)
 
 
+def tcp_timestamps(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """TSval and TSecr from the TCP options between `pos` and `end`, or (-1, -1)."""
+    while pos < end:
+        kind = buf[pos]
+        if kind == TCP_OPTION_END:
+            break
+        if kind == TCP_OPTION_NOP:
+            pos += 1
+            continue
+        if pos + 2 > end or buf[pos + 1] < 2:
+            break
+        length = buf[pos + 1]
+        if kind == TCP_OPTION_TIMESTAMP and length == 10 and pos + 10 <= end:
+            return int.from_bytes(buf[pos + 2 : pos + 6], "big"), int.from_bytes(
+                buf[pos + 6 : pos + 10], "big"
+            )
+        pos += length
+    return -1, -1
+
+
 def _jumbo_option(buf: bytes, pos: int, end: int) -> int | None:
     while pos < end:
         kind = buf[pos]
@@ -368,13 +392,19 @@ def _transport(
             raise Malformed("TCP segment shorter than its header")
         if captured < TCP.size:
             return _portless(link, proto, src, dst, total, fragment_id)
-        sport, dport, seq, ack, data_offset, flags, _w, _c, _u = TCP.struct.unpack_from(buf, l4)
+        sport, dport, seq, ack, data_offset, flags, window, _c, _u = TCP.struct.unpack_from(buf, l4)
         header = (data_offset >> 4) * 4
         if header < TCP.size or header > l4_length:
             raise Malformed("bad TCP header length")
         payload_length = l4_length - header
         payload_offset = l4 + header if l4 + header < end else -1
-    elif proto == IPPROTO_UDP:
+        tsval, tsecr = tcp_timestamps(buf, l4 + TCP.size, min(l4 + header, end))
+        return Packet(
+            link.direction, link.ifindex, link.ifname, link.pid, link.comm,
+            proto, src, dst, sport, dport, total, True, flags, seq, ack,
+            payload_length, payload_offset, fragment_id, window, tsval, tsecr,
+        )  # fmt: skip
+    if proto == IPPROTO_UDP:
         if l4_length < UDP.size:
             raise Malformed("UDP datagram shorter than its header")
         if captured < UDP.size:

@@ -39,7 +39,6 @@ DELEGATION_WINDOW = 2.0
 LOG_SIZE = 1000
 MAX_PENDING = 8192
 MAX_NAMES = 65536
-MAX_TCP_BUFFER = 1 << 17
 NOERROR, NXDOMAIN = 0, 3
 TYPE_A, TYPE_AAAA, TYPE_CNAME = 1, 28, 5
 
@@ -118,10 +117,8 @@ class DnsTracker:
                 payload, seq = payload[overlap:], expected
             else:  # a gap: what was buffered can never complete
                 buffered = b""
+        # the length prefix bounds what waits: at most one 64 KiB message per stream
         messages, rest = split_tcp_stream(buffered + payload)
-        if len(rest) > MAX_TCP_BUFFER:
-            rest = b""
-            self.malformed += 1
         self._streams[stream] = ((seq + len(payload)) & 0xFFFFFFFF, rest)
         return messages
 

@@ -27,6 +27,7 @@ from netoproc.engine.dns import DnsTracker
 from netoproc.engine.flows import Flow, FragmentPorts
 from netoproc.engine.grouping import FlowGroups, group, orient
 from netoproc.engine.interfaces import InterfaceStats
+from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
 from netoproc.model import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -37,7 +38,16 @@ from netoproc.model import (
     SocketInfo,
     UnknownReason,
 )
-from netoproc.snapshot import CaptureHealth, ConnectionRow, ProcessRow, Snapshot, Traffic
+from netoproc.snapshot import (
+    CaptureHealth,
+    ConnectionRow,
+    ProcessRow,
+    Snapshot,
+    Traffic,
+)
+from netoproc.snapshot import (
+    TcpHealth as TcpHealthRow,
+)
 
 HISTORY_SECONDS = 60
 ACTIVE_SECONDS = 10.0
@@ -71,6 +81,7 @@ class Engine:
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
+        self.tcp = TcpHealth()
         self._retired: dict[Owner, Traffic] = {}
         self._retired_reasons: dict[str, int] = {}
         self._process_history: dict[Owner, tuple[deque[float], deque[float]]] = {}
@@ -94,7 +105,15 @@ class Engine:
         self._packets += len(batch)
         self._bytes += int(batch.ip_length.sum())
         direction = orient(batch, self._local_is_src)
-        new = self._apply(group(batch, direction), batch)
+        groups = group(batch, direction)
+        new, slots = self._apply(groups, batch)
+        tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
+        if len(tcp):
+            self.tcp.analyse(
+                slots[groups.row_group[tcp]], direction[tcp], batch.ts[tcp], batch.seq[tcp],
+                batch.ack[tcp], batch.tcp_flags[tcp], batch.payload_length[tcp],
+                batch.window[tcp], batch.tsval[tcp], batch.tsecr[tcp],
+            )  # fmt: skip
         if self.dns is not None and batch.dns:
             self._observe_dns(batch, direction)
         return new
@@ -143,10 +162,15 @@ class Engine:
                 self._portless -= 1
         return dataclasses.replace(batch, sport=sport, dport=dport, transport=transport)
 
-    def _apply(self, groups: FlowGroups, batch: PacketBatch) -> list[FlowKey]:
+    def _apply(
+        self, groups: FlowGroups, batch: PacketBatch
+    ) -> tuple[list[FlowKey], npt.NDArray[np.int64]]:
+        """Add each flow's share of the batch; returns the flows to look up and,
+        per flow of the batch, its TCP analysis slot (-1 if not TCP)."""
         names = batch.process_names
         interface = batch.interfaces.name
         new: list[FlowKey] = []
+        slots: list[int] = []
         columns = (
             groups.iface.tolist(), groups.proto.tolist(),
             groups.l_hi.tolist(), groups.l_lo.tolist(), groups.lport.tolist(),
@@ -168,6 +192,8 @@ class Engine:
             flow = flows.get(key)
             if flow is None:
                 flow = flows[key] = Flow(key, first, HISTORY_SECONDS)
+                if proto == IPPROTO_TCP and transport:
+                    flow.tcp_slot = self.tcp.allocate()
                 endpoints = (proto, key.laddr, lport, key.raddr, rport)
                 self._endpoints[endpoints] = self._endpoints.get(endpoints, 0) + 1
                 if pid >= 0:
@@ -192,7 +218,8 @@ class Engine:
             if flow.outbound is None and (syn_out or syn_in):
                 flow.outbound = syn_out
             flow.closed = flow.closed or closed
-        return new
+            slots.append(flow.tcp_slot)
+        return new, np.asarray(slots, np.int64)
 
     # sockets ---------------------------------------------------------------
 
@@ -262,7 +289,7 @@ class Engine:
                 active[owner] = active.get(owner, 0) + 1
             if flow.last_seen < now - self.retire_after:
                 retire.append(flow)
-            connections.append(self._connection_row(flow, rx_rate, tx_rate))
+            connections.append(self._connection_row(flow, rx_rate, tx_rate, now))
         for flow in retire:
             self._retire(flow)
 
@@ -334,6 +361,8 @@ class Engine:
             reason = str(flow.reason or UnknownReason.NO_SOCKET)
             self._retired_reasons[reason] = self._retired_reasons.get(reason, 0) + traffic.bytes
         del self.flows[flow.key]
+        if flow.tcp_slot >= 0:
+            self.tcp.release(flow.tcp_slot)
         if self.dns is not None:
             self.dns.forget_flow(flow.key)
         k = flow.key
@@ -343,7 +372,42 @@ class Engine:
         else:
             self._endpoints[endpoints] -= 1
 
-    def _connection_row(self, flow: Flow, rx_rate: float, tx_rate: float) -> ConnectionRow:
+    def _tcp_health(self, flow: Flow, now: float) -> TcpHealthRow | None:
+        if flow.tcp_slot < 0:
+            return None
+        figures = self.tcp.figures(flow.tcp_slot, now)
+        sock = flow.socket
+        kernel = sock.tcp if sock is not None and sock.connected else None
+        kernel_count = kernel.total_retrans if kernel else None
+        retransmits = figures.retransmits if kernel_count is None else kernel_count
+        marks = flow.retransmit_marks
+        marks.append((now, retransmits, figures.segments_sent))
+        while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
+            marks.popleft()
+        then, old_retransmits, old_segments = marks[0]
+        elapsed = now - then
+        sent = figures.segments_sent - old_segments
+        resent = retransmits - old_retransmits
+        jitter = figures.jitter_ms
+        if jitter is None and kernel is not None:
+            jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
+        return TcpHealthRow(
+            source="kernel" if kernel_count is not None else "packets",
+            rtt_ms=kernel.rtt_ms if kernel else figures.rtt_ms,
+            jitter_ms=jitter,
+            retransmits=retransmits,
+            retransmit_rate=resent / elapsed if elapsed > 0 else 0.0,
+            retransmit_percent=100.0 * resent / sent if sent > 0 else None,
+            packet_rtt_ms=figures.rtt_ms,
+            packet_retransmits=figures.retransmits,
+            segments_sent=figures.segments_sent,
+            peer_retransmits=figures.peer_retransmits,
+            dup_acks=figures.dup_acks,
+        )
+
+    def _connection_row(
+        self, flow: Flow, rx_rate: float, tx_rate: float, now: float
+    ) -> ConnectionRow:
         key, sock = flow.key, flow.socket
         if sock is not None and sock.connected:
             state = sock.state
@@ -357,7 +421,7 @@ class Engine:
             pid = flow.owner.pid if flow.owner else -1
             listening = (key.proto, pid, key.lport) in self.sockets.listening
             direction = "In" if listening else "Out"
-        tcp = sock.tcp if sock is not None and sock.connected else None
+        health = self._tcp_health(flow, now)
         return ConnectionRow(
             process=flow.owner,
             unknown_reason=str(flow.reason) if flow.owner is None and flow.reason else None,
@@ -376,8 +440,10 @@ class Engine:
             last_seen=flow.last_seen,
             fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
             domain=self.dns.name_for(key.raddr) if self.dns is not None else None,
-            rtt_ms=tcp.rtt_ms if tcp else None,
-            retransmits=tcp.total_retrans if tcp else None,
+            rtt_ms=health.rtt_ms if health else None,
+            jitter_ms=health.jitter_ms if health else None,
+            retransmits=health.retransmits if health else None,
+            health=health,
             rx_history=tuple(flow.rx_history),
             tx_history=tuple(flow.tx_history),
         )

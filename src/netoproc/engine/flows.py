@@ -18,10 +18,12 @@ class Flow:
         "outbound",
         "owner",
         "reason",
+        "retransmit_marks",
         "rx_bytes",
         "rx_history",
         "rx_packets",
         "socket",
+        "tcp_slot",
         "tick_rx",
         "tick_tx",
         "tx_bytes",
@@ -41,6 +43,9 @@ class Flow:
         self.closed = False
         self.rx_history: deque[float] = deque(maxlen=history)
         self.tx_history: deque[float] = deque(maxlen=history)
+        self.tcp_slot = -1  # its row in the engine's TCP analysis arrays
+        # (time, retransmits, segments sent) at recent ticks, for rates over 10 s
+        self.retransmit_marks: deque[tuple[float, int, int]] = deque()
 
     def attribute(self, owner: ProcessRef | None, reason: UnknownReason | None) -> None:
         self.owner, self.reason = owner, (None if owner else reason)

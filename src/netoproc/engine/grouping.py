@@ -67,6 +67,7 @@ class FlowGroups:
     syn_in: Bool
     closed: Bool  # FIN or RST seen
     pid: I64  # a pid the capture gave for the flow, else -1
+    row_group: I64  # for every packet of the batch, the index of its flow here
 
     def __len__(self) -> int:
         return len(self.iface)
@@ -192,4 +193,5 @@ def group(batch: PacketBatch, direction: npt.NDArray[np.int8]) -> FlowGroups:
         syn_in=seen(rx & syn),
         closed=seen((flags & (TCP_FIN | TCP_RST)) != 0),
         pid=pid,
+        row_group=inverse,
     )

@@ -15,12 +15,15 @@ pure: `pcblist`, `libproc`, `ifmib`, `scutil`, `networksetup`.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import socket
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
+
+import psutil
 
 from netoproc.model import (
     IPPROTO_TCP,
@@ -70,6 +73,8 @@ KINDS = {
     IFT_CELLULAR: "Cellular",
 }
 VPN_PREFIXES = ("utun", "ipsec", "ppp")
+# a sysctl call with the output buffer (None to ask the size) and its length, in and out
+SysctlCall = Callable[[ctypes.Array[ctypes.c_char] | None, ctypes.c_size_t], int]
 
 
 class DarwinKernel(Protocol):
@@ -78,8 +83,6 @@ class DarwinKernel(Protocol):
     def sysctl_by_name(self, name: str) -> bytes: ...
 
     def sysctl(self, mib: Sequence[int]) -> bytes: ...
-
-    def pids(self) -> list[int]: ...
 
     def fd_list(self, pid: int) -> bytes:
         """proc_pidinfo(PROC_PIDLISTFDS); OSError if the process is gone."""
@@ -100,6 +103,16 @@ class DarwinKernel(Protocol):
     def describe(self, pid: int) -> ProcessRef | None: ...
 
 
+_SIZE_P = ctypes.POINTER(ctypes.c_size_t)
+_INT, _VOID_P = ctypes.c_int, ctypes.c_void_p
+_SIGNATURES = {  # every return type is int (sys/sysctl.h, libproc.h)
+    "sysctlbyname": (ctypes.c_char_p, _VOID_P, _SIZE_P, _VOID_P, ctypes.c_size_t),
+    "sysctl": (ctypes.POINTER(_INT), ctypes.c_uint, _VOID_P, _SIZE_P, _VOID_P, ctypes.c_size_t),
+    "proc_pidinfo": (_INT, _INT, ctypes.c_uint64, _VOID_P, _INT),
+    "proc_pidfdinfo": (_INT, _INT, _INT, _VOID_P, _INT),
+}
+
+
 class LibSystem:
     """The real one: sysctl(3) and libproc through ctypes, psutil, subprocess."""
 
@@ -108,17 +121,8 @@ class LibSystem:
             self._lib = ctypes.CDLL(path, use_errno=True)
         except OSError as exc:
             raise PlatformError(f"cannot load {path}: {exc}") from None
-        lib = self._lib
-        size_p = ctypes.POINTER(ctypes.c_size_t)
-        lib.sysctlbyname.argtypes = (ctypes.c_char_p, ctypes.c_void_p, size_p, ctypes.c_void_p,
-                                     ctypes.c_size_t)  # fmt: skip
-        lib.sysctl.argtypes = (ctypes.POINTER(ctypes.c_int), ctypes.c_uint, ctypes.c_void_p,
-                               size_p, ctypes.c_void_p, ctypes.c_size_t)  # fmt: skip
-        lib.proc_listallpids.argtypes = (ctypes.c_void_p, ctypes.c_int)
-        lib.proc_pidinfo.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
-                                     ctypes.c_void_p, ctypes.c_int)  # fmt: skip
-        lib.proc_pidfdinfo.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                       ctypes.c_void_p, ctypes.c_int)  # fmt: skip
+        for function, argtypes in _SIGNATURES.items():
+            getattr(self._lib, function).argtypes = argtypes
         self._names = ProcessNames()
 
     @staticmethod
@@ -126,9 +130,8 @@ class LibSystem:
         number = ctypes.get_errno()
         return OSError(number, f"{call}: {os.strerror(number)}")
 
-    def _read_sized(self, call: str, fetch: Callable[[ctypes.Array[ctypes.c_char] | None,
-                                                      ctypes.c_size_t], int]) -> bytes:  # fmt: skip
-        """A sysctl's value: ask its size, then read it, growing while it grows."""
+    def _read_sized(self, call: str, fetch: SysctlCall) -> bytes:
+        """A sysctl's value: ask its size, then read it, with room to grow."""
         size = ctypes.c_size_t(0)
         if fetch(None, size) != 0:
             raise self._error(call)
@@ -138,9 +141,9 @@ class LibSystem:
             size = ctypes.c_size_t(room)
             if fetch(buf, size) == 0:
                 return buf.raw[: size.value]
-            if ctypes.get_errno() != 12:  # ENOMEM: it grew meanwhile
+            if ctypes.get_errno() != errno.ENOMEM:  # ENOMEM: the value outgrew the room
                 raise self._error(call)
-        raise OSError(12, f"{call}: keeps growing")
+        raise OSError(errno.ENOMEM, f"{call}: keeps growing")
 
     def sysctl_by_name(self, name: str) -> bytes:
         return self._read_sized(
@@ -153,16 +156,6 @@ class LibSystem:
             f"sysctl {list(mib)}",
             lambda buf, size: self._lib.sysctl(name, len(mib), buf, size, None, 0),
         )
-
-    def pids(self) -> list[int]:
-        count = self._lib.proc_listallpids(None, 0)
-        if count <= 0:
-            raise self._error("proc_listallpids")
-        pids = (ctypes.c_int * (count + 64))()
-        count = self._lib.proc_listallpids(pids, ctypes.sizeof(pids))
-        if count <= 0:
-            raise self._error("proc_listallpids")
-        return list(pids[:count])
 
     def fd_list(self, pid: int) -> bytes:
         size = self._lib.proc_pidinfo(pid, PROC_PIDLISTFDS, 0, None, 0)
@@ -189,8 +182,6 @@ class LibSystem:
         return done.stdout if done.returncode == 0 else None
 
     def addresses(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-        import psutil
-
         return {
             name: (
                 tuple(a.address for a in addrs if a.family == socket.AF_INET),
@@ -242,6 +233,10 @@ class DarwinPlatform:
 
     def close(self) -> None:
         pass
+
+    def prefetch(self, flows: Iterable[tuple[int, int, int, int, int]]) -> None:
+        """Nothing to do ahead: PKTAP names the process in every packet, the first of
+        a short-lived process's too (the session runs no fast lane on macOS)."""
 
     # sockets ----------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from textual.binding import Binding, BindingType
 from textual.filter import LineFilter, Monochrome, NoColor
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Input, Static
+from textual.widgets import ContentSwitcher, Static
 
 from netoproc.snapshot import Snapshot
 from netoproc.tui.bars import FilterBar, Status, StatusBar, TabBar, too_small_text
@@ -82,21 +82,29 @@ class MonitorApp(App[None]):
     Screen.too-small > * { display: none; }
     Screen.too-small > #too-small { display: block; }
     """
+    # Priority bindings act the moment a key is read, before the keys read
+    # after it are handed on: after `/` or `2`, keys typed at once go to the
+    # filter bar or the new view, not to the widget that had the focus.
+    # While the filter bar is open, the keys that are also text are its own.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit"),
-        Binding("ctrl+c", "quit", "Quit", priority=True),
+        Binding("q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "interrupt", "Quit", priority=True),
         Binding("tab", "cycle_view(1)", "Next view", priority=True),
         Binding("shift+tab", "cycle_view(-1)", "Previous view", priority=True),
-        Binding("1", "view(0)", "Process"),
-        Binding("2", "view(1)", "Connection"),
-        Binding("3", "view(2)", "Interface"),
-        Binding("4", "view(3)", "DNS"),
-        Binding("slash", "open_filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter"),
-        Binding("s", "sort_next", "Sort"),
-        Binding("S", "sort_reverse", "Reverse sort"),
-        Binding("question_mark", "help", "Help"),
+        Binding("1", "view(0)", "Process", priority=True),
+        Binding("2", "view(1)", "Connection", priority=True),
+        Binding("3", "view(2)", "Interface", priority=True),
+        Binding("4", "view(3)", "DNS", priority=True),
+        Binding("slash", "open_filter", "Filter", priority=True),
+        Binding("escape", "escape", "Close filter bar or clear filter", priority=True),
+        Binding("enter", "apply_filter", "Apply filter", priority=True),
+        Binding("s", "sort_next", "Sort", priority=True),
+        Binding("S", "sort_reverse", "Reverse sort", priority=True),
+        Binding("question_mark", "help", "Help", priority=True),
     ]
+    TEXT_KEY_ACTIONS = frozenset(
+        {"quit", "view", "open_filter", "sort_next", "sort_reverse", "help"}
+    )
     ENABLE_COMMAND_PALETTE = False
     TITLE = "netoproc"
 
@@ -127,6 +135,7 @@ class MonitorApp(App[None]):
         with ContentSwitcher(initial=VIEW_IDS[0], id="views"):
             for view in self.views:
                 yield cast(Widget, view)
+        yield FilterBar()
         yield StatusBar(id="status")
         yield Static("", id="too-small", markup=False)
 
@@ -140,7 +149,7 @@ class MonitorApp(App[None]):
 
     def on_mount(self) -> None:
         self._check_size(self.size.width, self.size.height)
-        self.views[0].keyboard_target.focus()
+        self.screen.set_focus(self.views[0].keyboard_target)
         if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
             for signum in STOP_SIGNALS:
@@ -222,11 +231,24 @@ class MonitorApp(App[None]):
 
     # keys ------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = self.query_one(FilterBar).is_open
+        if action in self.TEXT_KEY_ACTIONS:
+            return not typing  # while typing, the key goes on to the filter bar as text
+        if action == "apply_filter":
+            return typing  # else Enter is the view's (expand a process)
+        if action == "escape":  # else Esc is for whoever else wants it (the help overlay)
+            return typing or (self.filter is not None and not isinstance(self.screen, HelpScreen))
+        return True
+
+    def action_interrupt(self) -> None:
+        self.exit()
+
     def action_view(self, index: int) -> None:
         self.active = index
         self.query_one(ContentSwitcher).current = VIEW_IDS[index]
-        if not self.query("#filter-bar"):
-            self.views[index].keyboard_target.focus()
+        if not self.query_one(FilterBar).is_open:
+            self.screen.set_focus(self.views[index].keyboard_target)
         self.refresh_view()
 
     def action_cycle_view(self, step: int) -> None:
@@ -241,26 +263,26 @@ class MonitorApp(App[None]):
         self.refresh_view()
 
     def action_open_filter(self) -> None:
-        if not self.query("#filter-bar"):
-            bar = FilterBar(self.filter)
-            self.mount(bar, before=self.query_one(StatusBar))
-            bar.focus()
+        self.query_one(FilterBar).open(self.filter)
 
-    def action_clear_filter(self) -> None:
-        if self.filter:
+    def action_apply_filter(self) -> None:
+        self._close_filter_bar(apply=True)
+
+    def action_escape(self) -> None:
+        if self.query_one(FilterBar).is_open:
+            self._close_filter_bar(apply=False)
+        else:
             self.filter = None
             self.refresh_view()
 
-    @on(Input.Submitted, "#filter-bar")
-    def _apply_filter(self, event: Input.Submitted) -> None:
-        self.filter = event.value.strip() or None
-        self._close_filter_bar()
+    def _close_filter_bar(self, apply: bool) -> None:
+        self.query_one(FilterBar).finish(apply)
+        self.screen.set_focus(self.views[self.active].keyboard_target)
+        self._update_bars()
 
-    @on(FilterBar.Cancelled)
-    def _close_filter_bar(self) -> None:
-        for bar in self.query("#filter-bar"):
-            bar.remove()
-        self.views[self.active].keyboard_target.focus()
+    @on(FilterBar.Applied)
+    def _apply_filter(self, message: FilterBar.Applied) -> None:
+        self.filter = message.value.strip() or None
         self.refresh_view()
 
     def action_help(self) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
-from textual.binding import Binding, BindingType
+from textual import on
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input
@@ -27,6 +26,7 @@ from netoproc.snapshot import CaptureHealth
 from netoproc.tui.cells import BOLD, DIM, RED, count, elapsed
 
 SEPARATOR = " │ "
+EXTRAS = 3  # status items of this priority or lower are nice to have
 
 
 class TabBar(Widget):
@@ -74,51 +74,70 @@ class Status:
     note: str = ""  # a passing remark, e.g. why the capture stopped
 
 
+@dataclass(slots=True)
+class Item:
+    """One thing the status bar says."""
+
+    priority: int  # the lowest leaves first
+    text: str
+    short: str = ""
+    style: Style | None = None
+
+
 def status_text(status: Status, width: int) -> Text:
-    """The status line for `status`, at most `width` cells wide."""
-    # (priority, text, style): the lowest priority leaves first when the line is too long
-    items: list[tuple[int, str, Style | None]] = [
-        (9, f" {status.view} ", BOLD + Style(reverse=True))
-    ]
+    """The status line for `status`, at most `width` cells wide.
+
+    When the line is too long, the extras (help hint, cursor position, note)
+    leave first; then items take their short form, least important first;
+    then they leave, least important first. The view name always stays.
+    """
+    items: list[Item] = [Item(9, f" {status.view} ", style=BOLD + Style(reverse=True))]
     if status.filter:
-        items.append((8, f"filter: {printable(status.filter)}", Style(color="yellow", bold=True)))
-    items.append((7, f"sort: {status.sort}", None))
-    items.append((5, f"every {status.interval:g}s", None))
+        shown = printable(status.filter)
+        items.append(Item(8, f"filter: {shown}", f"/{shown}", Style(color="yellow", bold=True)))
+    items.append(Item(7, f"sort: {status.sort}", status.sort.replace(" ", "")))
+    items.append(Item(5, f"every {status.interval:g}s", f"{status.interval:g}s"))
     if status.connections is not None:
-        shown = count(status.connections)
-        total = status.total_connections
-        conns = (
-            f"{shown} of {count(total)} conns"
-            if total not in (None, status.connections)
-            else f"{shown} conns"
-        )
-        items.append((6, conns, None))
+        shown, total = count(status.connections), status.total_connections
+        if total in (None, status.connections):
+            items.append(Item(6, f"{shown} conns"))
+        else:
+            items.append(
+                Item(6, f"{shown} of {count(total)} conns", f"{shown}/{count(total)} conns")
+            )
     if status.health is not None:
         drops = status.health.kernel_drops + status.health.queue_drops
-        items.append((4, f"drops {count(drops)}", RED if drops else None))
+        items.append(Item(4, f"drops {count(drops)}", style=RED if drops else None))
         share = status.health.unattributed_share
-        shown_share = "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
-        items.append((4, f"unknown {shown_share}", None))
+        shown = "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
+        items.append(Item(4, f"unknown {shown}"))
     if status.position:
-        items.append((2, status.position, DIM))
+        items.append(Item(2, status.position, style=DIM))
     if status.note:
-        items.append((3, printable(status.note), Style(color="red", bold=True)))
-    items.append((1, "? help", DIM))
+        items.append(Item(3, printable(status.note), style=Style(color="red", bold=True)))
+    items.append(Item(1, "? help", style=DIM))
 
-    def length(kept: list[tuple[int, str, Style | None]]) -> int:
-        return sum(cell_len(t) for _, t, _ in kept) + len(SEPARATOR) * (len(kept) - 1)
+    def length() -> int:
+        return sum(cell_len(item.text) for item in items) + len(SEPARATOR) * (len(items) - 1)
 
-    for floor in range(1, 9):
-        if length(items) <= width:
+    def drop(up_to: int) -> None:
+        nonlocal items
+        for floor in range(1, up_to + 1):
+            if length() <= width:
+                return
+            items = [item for item in items if item.priority > floor]
+
+    drop(EXTRAS)
+    for item in sorted(items, key=lambda item: item.priority):
+        if length() <= width:
             break
-        items = [item for item in items if item[0] > floor]
+        item.text = item.short or item.text
+    drop(8)
     text = Text(no_wrap=True, overflow="ellipsis")
-    for i, (_, item, style) in enumerate(items):
-        if i > 1:
-            text.append(SEPARATOR, DIM)
-        elif i == 1:
-            text.append(" ")
-        text.append(item, style or "")
+    for i, item in enumerate(items):
+        if i:
+            text.append(SEPARATOR if i > 1 else " ", DIM)
+        text.append(item.text, item.style or "")
     if text.cell_len > width:
         text.truncate(width, overflow="ellipsis")
     return text
@@ -142,25 +161,58 @@ class StatusBar(Widget):
 
 
 class FilterBar(Input):
-    """`/`: type a pattern; Enter applies it, Esc closes without applying."""
+    """`/`: type a pattern; Enter applies it, Esc closes without applying (the app's keys).
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", show=False)]
-    DEFAULT_CSS = """
-    FilterBar { dock: bottom; height: 1; border: none; padding: 0 1; margin-bottom: 1; }
+    It is always there, hidden and disabled while closed: opening it must
+    take the keyboard at once, so that keys typed right after `/` land in
+    it and do not reach the view.
     """
 
-    class Cancelled(Message):
-        pass
+    DEFAULT_CSS = """
+    FilterBar, FilterBar:focus { height: 1; border: none; padding: 0 1; display: none; }
+    FilterBar.open { display: block; }
+    """
 
-    def __init__(self, current: str | None) -> None:
+    def __init__(self) -> None:
         super().__init__(
-            value=current or "",
             placeholder="filter: process name, remote address or domain (Enter apply, Esc cancel)",
             id="filter-bar",
+            disabled=True,
         )
 
-    def action_cancel(self) -> None:
-        self.post_message(self.Cancelled())
+    class Applied(Message):
+        """The pattern typed, once every key typed before Enter is in."""
+
+        def __init__(self, value: str) -> None:
+            super().__init__()
+            self.value = value
+
+    class _Finish(Message):
+        def __init__(self, apply: bool) -> None:
+            super().__init__()
+            self.apply = apply
+
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("open")
+
+    def open(self, current: str | None) -> None:
+        self.value = current or ""
+        self.cursor_position = len(self.value)
+        self.disabled = False
+        self.add_class("open")
+        self.screen.set_focus(self)  # now, not after the keys already read
+
+    def finish(self, apply: bool) -> None:
+        """Close at once; the keys already sent here are still typed in, then `Applied`."""
+        self.remove_class("open")
+        self.post_message(self._Finish(apply))  # queued behind those keys
+
+    @on(_Finish)
+    def _finished(self, message: _Finish) -> None:
+        self.disabled = True
+        if message.apply:
+            self.post_message(self.Applied(self.value))
 
 
 def too_small_text(width: int, height: int, need: tuple[int, int]) -> str:

@@ -15,6 +15,7 @@ from rich.style import Style
 from netoproc.model import V4_MAPPED_PREFIX, format_endpoint
 
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
+_CLAMPED_LEVELS = SPARK_LEVELS + SPARK_LEVELS[-1]
 
 # The guide's thresholds for rate colours (Connection view, "Color coding").
 GREEN = Style(color="green")
@@ -119,12 +120,11 @@ def sparkline(values: tuple[float, ...], width: int) -> str:
         return ""
     shown = values[-width:]
     peak = max(shown, default=0.0)
-    top = len(SPARK_LEVELS) - 1
     if peak <= 0:
-        bars = SPARK_LEVELS[0] * len(shown)
-    else:
-        bars = "".join(SPARK_LEVELS[min(top, int(v * len(SPARK_LEVELS) / peak))] for v in shown)
-    return " " * (width - len(shown)) + bars
+        return " " * (width - len(shown)) + SPARK_LEVELS[0] * len(shown)
+    scale = len(SPARK_LEVELS) / peak
+    levels = _CLAMPED_LEVELS  # the peak itself scales to one past the top
+    return " " * (width - len(shown)) + "".join([levels[int(v * scale)] for v in shown])
 
 
 def fit(text: str, width: int, right: bool = False) -> str:

@@ -88,7 +88,7 @@ class QueryLog(RowTable[DnsQueryRow]):
         Column("Process", 7, most=16, grow=2),
         Column("Query", 15, most=40),
         Column("Type", 5),
-        Column("Response", 12, most=40, grow=1),
+        Column("Response", 15, most=40, grow=1),
         Column("Latency", 7, right=True),
         Column("Resolver", 12, most=39, grow=3),
     )

@@ -109,6 +109,7 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         self.follow_end = False  # keep the cursor on the last row as rows arrive (logs)
         self._widths: list[int] = []
         self._width_for = -1
+        self._base_style: Style | None = None
 
     # what subclasses provide -------------------------------------------------
 
@@ -223,9 +224,20 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
                 segments.append(Segment(" " * GAP + fit(column.title, width, column.right)))
         return segments
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base_style = None
+
+    @property
+    def base_style(self) -> Style:
+        """The widget's own colours (computing them is dear; they change only with the CSS)."""
+        if self._base_style is None:
+            self._base_style = self.rich_style
+        return self._base_style
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.base_style
         if self.HEADER and y == 0:
             style = base + self.get_component_rich_style("row-table--header")
             segments = self.header_segments(self.widths)

@@ -1,0 +1,301 @@
+"""TCP connection health from the packets: RTT samples, jitter, retransmissions.
+
+Everything here is measured from the local host's side: an RTT sample is the
+time from a segment we sent to the peer's acknowledgement of it (the
+handshake's SYN or SYN-ACK, a data segment under Karn's rule, or a TCP
+timestamp the peer echoes exactly); a retransmission is a segment whose
+sequence range was already sent, except keep-alives (zero or one byte just
+below the high-water mark) and repeated zero-window probes. Segments the peer
+sends twice and duplicate ACKs are counted too.
+
+State lives in slots of numpy arrays, one slot per TCP flow, so a batch is
+analysed with array operations over its TCP rows; Python never walks packets.
+Within a batch, each flow resolves at most its outstanding probe and one new
+one, which is plenty: batches arrive every few milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from netoproc.model import Direction
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+SAMPLES = 32  # RTT samples kept per flow, for jitter
+JITTER_SECONDS = 10.0
+PROBE_ROUNDS = 3  # RTT samples per flow per batch: at most this, plus one
+_M32 = 0xFFFFFFFF
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+
+def _s32(x: I64) -> I64:
+    """Sequence-space differences as signed 32-bit numbers (RFC 1982 arithmetic)."""
+    return ((x + 0x80000000) & _M32) - 0x80000000
+
+
+def _starts(sorted_values: I64) -> Bool:
+    """Where each run of equal values begins."""
+    return (
+        np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+        if len(sorted_values)
+        else np.zeros(0, np.bool_)
+    )
+
+
+def _first_per_slot(slot: I64, mask: Bool) -> tuple[I64, I64]:
+    """(slots, their first row) among rows where `mask` holds; rows are sorted by slot."""
+    rows = np.flatnonzero(mask)
+    first = _starts(slot[rows])
+    return slot[rows][first], rows[first]
+
+
+@dataclass(frozen=True, slots=True)
+class TcpFigures:
+    """One flow's figures, as of now."""
+
+    rtt_ms: float | None
+    jitter_ms: float | None
+    retransmits: int
+    segments_sent: int
+    peer_retransmits: int
+    dup_acks: int
+
+
+# name -> (dtype, value of an empty slot, extra dimensions)
+_STATE: dict[str, tuple[type[np.generic], object, tuple[int, ...]]] = {
+    "tx_hw": (np.int64, 0, ()), "tx_known": (np.bool_, False, ()),
+    "rx_hw": (np.int64, 0, ()), "rx_known": (np.bool_, False, ()),
+    "probe_ack": (np.int64, 0, ()), "probe_tsval": (np.int64, -1, ()),
+    "probe_ts": (np.float64, 0.0, ()), "probe_on": (np.bool_, False, ()),
+    "probe_dirty": (np.bool_, False, ()),
+    "last_ack": (np.int64, -1, ()), "last_window": (np.int64, -1, ()),
+    "peer_window_zero": (np.bool_, False, ()),
+    "srtt": (np.float64, np.nan, ()),
+    "samples": (np.float64, np.nan, (SAMPLES,)),
+    "sample_ts": (np.float64, -np.inf, (SAMPLES,)),
+    "sample_pos": (np.int64, 0, ()),
+    "retransmits": (np.int64, 0, ()), "segments_sent": (np.int64, 0, ()),
+    "peer_retransmits": (np.int64, 0, ()), "dup_acks": (np.int64, 0, ()),
+}  # fmt: skip
+
+
+class TcpHealth:
+    """Per-flow TCP analysis state, one slot per flow."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._size = 0
+        self._free: list[int] = []
+        self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        for name, (dtype, empty, extra) in _STATE.items():
+            grown = np.full((capacity, *extra), empty, dtype)
+            old = self._arrays.get(name)
+            if old is not None:
+                grown[: len(old)] = old
+            self._arrays[name] = grown
+        self._capacity = capacity
+
+    def allocate(self) -> int:
+        if self._free:
+            return self._free.pop()
+        if self._size == self._capacity:
+            self._grow(self._capacity * 2)
+        self._size += 1
+        return self._size - 1
+
+    def release(self, slot: int) -> None:
+        for name, (_dtype, empty, _extra) in _STATE.items():
+            self._arrays[name][slot] = empty
+        self._free.append(slot)
+
+    # the batch analysis --------------------------------------------------------
+
+    def analyse(
+        self,
+        slot: I64,
+        direction: npt.NDArray[np.int8],
+        ts: F64,
+        seq: I64,
+        ack: I64,
+        flags: I64,
+        payload: I64,
+        window: I64,
+        tsval: I64,
+        tsecr: I64,
+    ) -> None:
+        """Take a batch's TCP rows (any order of slots, arrival order within a slot)."""
+        if not len(slot):
+            return
+        order = np.argsort(slot, kind="stable")
+        slot, direction, ts = slot[order], direction[order], ts[order]
+        seq, ack, flags, payload = seq[order], ack[order], flags[order], payload[order]
+        window, tsval, tsecr = window[order], tsval[order], tsecr[order]
+        a = self._arrays
+        tx = direction == Direction.TX
+        rx = ~tx
+        seg_len = payload + ((flags & TCP_SYN) != 0) + ((flags & TCP_FIN) != 0)
+        end = (seq + seg_len) & _M32
+        control = (flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0
+
+        tx_retx = self._resent(slot, tx & (seg_len > 0), seq, end, payload, control, "tx")
+        rx_retx = self._resent(slot, rx & (seg_len > 0), seq, end, payload, control, "rx")
+        np.add.at(a["retransmits"], slot[tx_retx], 1)
+        np.add.at(a["peer_retransmits"], slot[rx_retx], 1)
+        np.add.at(a["segments_sent"], slot[tx & (seg_len > 0)], 1)
+
+        self._dup_acks(slot, rx, ack, flags, payload, window, control)
+
+        # RTT: resolve the outstanding probe, start a new one, resolve that... a few
+        # rounds, then a last resolve so no probe stays open past its own ACK
+        position = np.arange(len(slot))
+        after = np.full(self._capacity, -1, np.int64)  # per slot: rows up to here are used
+        for _ in range(PROBE_ROUNDS):
+            after = self._resolve(slot, rx, ts, ack, flags, tsecr, tx_retx, seq, position, after)
+            after = self._start_probe(
+                slot, tx, ts, seq, end, seg_len, tsval, tx_retx, position, after
+            )
+        after = self._resolve(slot, rx, ts, ack, flags, tsecr, tx_retx, seq, position, after)
+        # a probe still open is spoilt (Karn) if its range was sent again since it started
+        a = self._arrays
+        spoilt = a["probe_on"][slot] & tx_retx & (_s32(seq - a["probe_ack"][slot]) < 0)
+        a["probe_dirty"][slot[spoilt & (position > after[slot])]] = True
+
+    def _resent(
+        self, slot: I64, mask: Bool, seq: I64, end: I64, payload: I64, control: Bool, side: str
+    ) -> Bool:
+        """Rows sending sequence space that direction already sent; moves its high-water mark."""
+        a = self._arrays
+        hw, known = a[f"{side}_hw"], a[f"{side}_known"]
+        rows = np.flatnonzero(mask)
+        resent = np.zeros(len(slot), np.bool_)
+        if not len(rows):
+            return resent
+        s = slot[rows]
+        base = hw[s].astype(np.int64)
+        # a flow seen for the first time starts at its first segment
+        first = np.flatnonzero(_starts(s))
+        new_slots = s[first]
+        unknown = ~known[new_slots]
+        first_base = np.zeros(self._capacity, np.int64)
+        first_base[new_slots[unknown]] = seq[rows[first[unknown]]]
+        base = np.where(known[s], base, first_base[s])
+        rel_end = _s32(end[rows] - base)
+        # the highest end sent before each row, per flow: one running maximum, with
+        # each flow lifted above the previous one so the maximum never crosses flows
+        rank = np.cumsum(_starts(s)) - 1
+        lifted = rel_end + (rank << 34)
+        running = np.maximum.accumulate(lifted)
+        before = np.empty_like(running)
+        before[1:] = running[:-1]
+        before[0] = -(1 << 62)
+        before = np.maximum(before - (rank << 34), 0)
+        before[first] = 0
+        keep_alive = (payload[rows] <= 1) & (rel_end == before) & ~control[rows]
+        zero_window_probe = (payload[rows] == 1) & a["peer_window_zero"][s] & (side == "tx")
+        resent[rows] = (rel_end <= before) & ~keep_alive & ~zero_window_probe
+        top = np.maximum.reduceat(np.maximum(rel_end, 0), first)
+        hw[new_slots] = (base[first] + top) & _M32
+        known[new_slots] = True
+        return resent
+
+    def _dup_acks(
+        self, slot: I64, rx: Bool, ack: I64, flags: I64, payload: I64, window: I64, control: Bool
+    ) -> None:
+        a = self._arrays
+        rows = np.flatnonzero(rx & ((flags & TCP_ACK) != 0))
+        if not len(rows):
+            return
+        s, acks, windows = slot[rows], ack[rows], window[rows]
+        first_in_slot = _starts(s)
+        previous_ack = np.where(first_in_slot, a["last_ack"][s], np.r_[-1, acks[:-1]])
+        previous_window = np.where(first_in_slot, a["last_window"][s], np.r_[-1, windows[:-1]])
+        dup = (
+            (payload[rows] == 0)
+            & ~control[rows]
+            & (acks == previous_ack)
+            & (windows == previous_window)
+        )
+        np.add.at(a["dup_acks"], s[dup], 1)
+        last = np.r_[s[1:] != s[:-1], True]
+        a["last_ack"][s[last]] = acks[last]
+        a["last_window"][s[last]] = windows[last]
+        a["peer_window_zero"][s[last]] = windows[last] == 0
+
+    def _resolve(
+        self, slot: I64, rx: Bool, ts: F64, ack: I64, flags: I64, tsecr: I64,
+        retx: Bool, seq: I64, position: I64, after: I64,
+    ) -> I64:  # fmt: skip
+        """Samples for outstanding probes acknowledged by rows after `after`."""
+        a = self._arrays
+        on = a["probe_on"][slot] & (position > after[slot])
+        target = a["probe_ack"][slot]
+        stamp = a["probe_tsval"][slot]
+        by_ack = ((flags & TCP_ACK) != 0) & (_s32(ack - target) >= 0)
+        by_echo = (stamp >= 0) & (tsecr == stamp)
+        slots, rows = _first_per_slot(slot, on & rx & (by_ack | by_echo))
+        if not len(slots):
+            return after
+        # Karn: a probe whose range was sent again is ambiguous, unless the peer echoed its stamp
+        resent = on & retx & (_s32(seq - target) < 0)
+        dirty_slots, dirty_rows = _first_per_slot(slot, resent)
+        dirty_at = np.full(self._capacity, len(slot), np.int64)
+        dirty_at[dirty_slots] = dirty_rows
+        dirty = a["probe_dirty"][slots] | (dirty_at[slots] < rows)
+        valid = ~dirty | by_echo[rows]
+        self._sample(slots[valid], ts[rows[valid]] - a["probe_ts"][slots[valid]])
+        a["probe_on"][slots] = False
+        after = after.copy()
+        after[slots] = rows
+        return after
+
+    def _start_probe(
+        self, slot: I64, tx: Bool, ts: F64, seq: I64, end: I64, seg_len: I64, tsval: I64,
+        retx: Bool, position: I64, after: I64,
+    ) -> I64:  # fmt: skip
+        a = self._arrays
+        idle = ~a["probe_on"][slot] & (position > after[slot])
+        slots, rows = _first_per_slot(slot, idle & tx & (seg_len > 0) & ~retx)
+        if len(slots):
+            a["probe_on"][slots] = True
+            a["probe_dirty"][slots] = False
+            a["probe_ack"][slots] = end[rows]
+            a["probe_tsval"][slots] = tsval[rows]
+            a["probe_ts"][slots] = ts[rows]
+            after = after.copy()
+            after[slots] = rows
+        return after
+
+    def _sample(self, slots: I64, seconds: F64) -> None:
+        a = self._arrays
+        ms = seconds * 1000.0
+        srtt = a["srtt"][slots]
+        a["srtt"][slots] = np.where(np.isnan(srtt), ms, srtt + (ms - srtt) / 8)
+        pos = a["sample_pos"][slots]
+        a["samples"][slots, pos] = ms
+        a["sample_ts"][slots, pos] = a["probe_ts"][slots] + seconds
+        a["sample_pos"][slots] = (pos + 1) % SAMPLES
+
+    # reading -------------------------------------------------------------------
+
+    def figures(self, slot: int, now: float) -> TcpFigures:
+        a = self._arrays
+        recent = a["sample_ts"][slot] >= now - JITTER_SECONDS
+        samples = a["samples"][slot][recent]
+        srtt = float(a["srtt"][slot])
+        return TcpFigures(
+            rtt_ms=None if np.isnan(srtt) else srtt,
+            jitter_ms=float(np.std(samples)) if len(samples) >= 2 else None,
+            retransmits=int(a["retransmits"][slot]),
+            segments_sent=int(a["segments_sent"][slot]),
+            peer_retransmits=int(a["peer_retransmits"][slot]),
+            dup_acks=int(a["dup_acks"][slot]),
+        )

@@ -1,0 +1,54 @@
+"""The tab bar and the status bar: what they say, and what gives way when the line is short."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from netoproc.snapshot import CaptureHealth
+from netoproc.tui.bars import Status, status_text, too_small_text
+
+FULL = Status(
+    view="Connection",
+    sort="traffic ↓",
+    interval=1.0,
+    filter="firefox",
+    connections=12,
+    total_connections=340,
+    health=CaptureHealth(bytes=1000, kernel_drops=2, queue_drops=1, unattributed_bytes=25),
+    position="3/12",
+)
+
+
+def test_a_wide_status_bar_says_everything() -> None:
+    line = status_text(FULL, 200).plain
+    assert line == (
+        " Connection  filter: firefox │ sort: traffic ↓ │ every 1s │ 12 of 340 conns │ drops 3"
+        " │ unknown 2.5% │ 3/12 │ ? help"
+    )
+
+
+def test_an_80_column_status_bar_shortens_before_it_leaves_anything_out() -> None:
+    assert status_text(FULL, 80).plain == (
+        " Connection  /firefox │ traffic↓ │ 1s │ 12/340 conns │ drops 3 │ unknown 2.5%"
+    )
+    unfiltered = status_text(dataclasses.replace(FULL, filter=None, position=""), 80).plain
+    assert unfiltered == (
+        " Connection  sort: traffic ↓ │ 1s │ 12 of 340 conns │ drops 3 │ unknown 2.5%"
+    )
+
+
+def test_the_status_bar_never_overflows() -> None:
+    long_filter = Status(view="DNS", sort="time ↑", interval=0.5, filter="x" * 300)
+    for width in (10, 40, 80):
+        assert status_text(long_filter, width).cell_len <= width
+
+
+def test_untrusted_filter_text_is_shown_as_escapes() -> None:
+    line = status_text(Status(view="Process", sort="pid ↑", interval=1, filter="\x1b[2J[b]"), 80)
+    assert "\\x1b[2J[b]" in line.plain
+
+
+def test_too_small_names_both_sizes() -> None:
+    assert too_small_text(60, 20, (80, 24)).startswith(
+        "netoproc needs a terminal of at least 80x24; this one is 60x20."
+    )
