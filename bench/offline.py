@@ -97,10 +97,14 @@ def main() -> None:
     path = Path(f"/tmp/netoproc-bench-{args.packets}-{args.flows}.pcap")
     if not path.exists():
         generate(path, args.packets, args.flows)
-    best = min((run(path) for _ in range(args.repeat)), key=lambda t: t["read"] + t["decode"] + t["aggregate"])
+    best = min(
+        (run(path) for _ in range(args.repeat)),
+        key=lambda t: t["read"] + t["decode"] + t["aggregate"],
+    )
     total = best["read"] + best["decode"] + best["aggregate"]
     n = best["packets"]
-    print(f"offline pipeline, {int(n):,} packets, {args.flows} flows ({path.stat().st_size >> 20} MiB pcap)")
+    size = path.stat().st_size >> 20
+    print(f"offline pipeline, {int(n):,} packets, {args.flows} flows ({size} MiB pcap)")
     print(f"{'stage':<12}{'seconds':>10}{'ns/packet':>12}")
     for stage in ("read", "decode", "aggregate"):
         print(f"{stage:<12}{best[stage]:>10.3f}{best[stage] / n * 1e9:>12.0f}")

@@ -39,11 +39,13 @@ class Traffic:
 
 @dataclass(frozen=True, slots=True)
 class TcpHealth:
-    """A TCP connection's health. `rtt_ms` and `retransmits` come from `source`:
-    the kernel's own figures for the socket when it can be asked, else the
-    packets; the packet figures are kept beside them either way."""
+    """A TCP connection's health. `rtt_ms` and `retransmits` are the kernel's
+    own figures for the socket when it can be asked (their `*_source` says
+    "kernel"), else the packets' ("packets"); the packet figures are kept
+    beside them either way."""
 
-    source: str  # "kernel" or "packets"
+    rtt_source: str
+    retransmits_source: str
     rtt_ms: float | None
     jitter_ms: float | None  # standard deviation of RTT samples over the last 10 s
     retransmits: int  # segments the local socket sent again

@@ -261,8 +261,10 @@ OTHER = bytes.fromhex("02aabbccddee")
 
 
 def test_plain_ethernet_direction_comes_from_our_hardware_address() -> None:
+    reply = b.ipv4(b.TCP, b.tcp(443, 50000, flags=b.SYN | b.ACK), src="198.51.100.7",
+                   dst="192.0.2.10")  # fmt: skip
     sent = b.ethernet(TCP_SYN, src=MAC, dst=OTHER)
-    received = b.ethernet(TCP_SYN, src=OTHER, dst=MAC)
+    received = b.ethernet(reply, src=OTHER, dst=MAC)
     interfaces = InterfaceTable({4: "en0"})
     buffer = bpf_buffer(bpf_record(sent, hdrlen=18), bpf_record(received, hdrlen=18))
     batch = decode_block(
@@ -270,7 +272,10 @@ def test_plain_ethernet_direction_comes_from_our_hardware_address() -> None:
     )
     assert batch.direction.tolist() == [Direction.TX, Direction.RX]
     assert _names(batch) == ["en0", "en0"] and batch.pid.tolist() == [-1, -1]
-    assert batch.dport.tolist() == [443, 443]
+    assert _addresses(batch, "src") == ["192.0.2.10", "198.51.100.7"]
+    assert _addresses(batch, "dst") == ["198.51.100.7", "192.0.2.10"]
+    assert (batch.sport.tolist(), batch.dport.tolist()) == ([50000, 443], [443, 50000])
+    assert batch.proto.tolist() == [6, 6] and batch.ip_length.tolist() == [40, 40]
 
 
 @pytest.mark.parametrize(

@@ -141,3 +141,17 @@ def test_a_snapshot_from_a_recorded_mac() -> None:
     assert (cards["en0"].kind, cards["lo0"].kind) == ("Wi-Fi", "Loopback")
     assert cards["en0"].dns_servers == ("192.168.1.1", "8.8.8.8", "fe80::1")
     assert cards["en0"].ipv4 == (ME,)
+
+
+def test_a_pktap_flow_meets_its_socket_table_row() -> None:
+    # PKTAP names curl per packet (16 bytes, no user); the socket table knows its
+    # user, TCP state and the kernel's RTT: the connection gets both
+    snapshot = _run()
+    (https,) = [c for c in snapshot.connections if c.rport == 443]
+    assert https.process == ProcessRef(501, "curl", "alice")
+    assert https.state == "ESTABLISHED"
+    assert https.health is not None
+    # pcblist_n has the RTT but no cumulative retransmit count: those come from packets
+    assert (https.health.rtt_source, https.rtt_ms) == ("kernel", 20.0)
+    assert https.health.retransmits_source == "packets"
+    assert [row.process for row in snapshot.processes if row.pid == 501] == [https.process]

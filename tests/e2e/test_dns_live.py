@@ -117,7 +117,7 @@ def test_dns_observatory(hosts: TwoHosts, tmp_path: Path) -> None:
     stop_tcpdump(witness)
     packets = tcpdump_dns(pcap)
     dns: dict[str, Any] = json.loads(out)["dns"]
-    rows = dns["queries"]
+    rows: list[dict[str, Any]] = dns["queries"]
     assert dns["malformed"] == 0
 
     def row(

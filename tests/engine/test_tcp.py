@@ -65,7 +65,7 @@ def test_outbound_handshake_gives_one_rtt_sample() -> None:
         [seg(0, TX, 100, flags=SYN), seg(48, RX, 900, 101, SYN | ACK), seg(48.1, TX, 101, 901)]
     )
     h = health(engine)
-    assert h.source == "packets"
+    assert (h.rtt_source, h.retransmits_source) == ("packets", "packets")
     assert h.rtt_ms == pytest.approx(48.0, abs=0.01)
     assert h.packet_rtt_ms == h.rtt_ms
     assert (h.retransmits, h.peer_retransmits, h.dup_acks) == (0, 0, 0)
@@ -206,7 +206,9 @@ def test_the_kernels_figures_win_and_the_packets_stay_beside_them() -> None:
     assert isinstance(row, ConnectionRow)
     h = row.health
     assert h is not None
-    assert (h.source, h.rtt_ms, h.retransmits) == ("kernel", 47.5, 3)
+    assert (h.rtt_source, h.retransmits_source, h.rtt_ms, h.retransmits) == (
+        "kernel", "kernel", 47.5, 3,
+    )  # fmt: skip
     assert h.packet_rtt_ms == pytest.approx(48.0, abs=0.01)
     assert (row.rtt_ms, row.retransmits) == (47.5, 3)
     assert h.jitter_ms == 2.0  # no jitter of our own yet (one sample): the kernel's deviation

@@ -45,3 +45,8 @@ def test_a_detaching_interface_is_an_empty_record_and_skipped() -> None:
 def test_a_partial_record_is_a_clean_error(size: int) -> None:
     with pytest.raises(KernelDataError, match=f"ifalldata: {size} bytes"):
         parse_ifalldata((ifmibdata("en0") * 2)[:size])
+
+
+def test_garbage_is_a_clean_error() -> None:
+    with pytest.raises(KernelDataError, match="record 1 has no terminated interface name"):
+        parse_ifalldata(ifmibdata("en0") + b"\x41" * 180)

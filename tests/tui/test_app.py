@@ -355,3 +355,19 @@ async def test_keys_typed_at_once_after_slash_or_a_view_key_land_where_they_mean
         await pilot.pause()
         assert app.filter == "cu" and app.active == 1
         assert app.query_one(ProcessTable).cursor == 0  # "down" went to the Connection view
+
+
+SnapCompare = Callable[..., bool]
+
+
+def test_snapshot_no_color(snap_compare: SnapCompare) -> None:
+    # the Process view expanded, with the cursor in reverse video and no colour anywhere
+    assert snap_compare(app_on(no_color=True), terminal_size=(100, 24), press=["enter", "down"])
+
+
+def test_snapshot_help_overlay(snap_compare: SnapCompare) -> None:
+    assert snap_compare(app_on(), terminal_size=(100, 30), press=["question_mark"])
+
+
+def test_snapshot_too_small(snap_compare: SnapCompare) -> None:
+    assert snap_compare(app_on(), terminal_size=(60, 20))

@@ -254,7 +254,10 @@ class PktapClone:
                 continue
             desc = k.IfDescReq()
             desc.ifdr_name = name.encode()
-            self.kernel.ioctl(self._sock, k.SIOCGIFDESC, desc)
+            try:
+                self.kernel.ioctl(self._sock, k.SIOCGIFDESC, desc)
+            except OSError:
+                continue  # gone meanwhile: not one to reuse
             text = bytes(desc.ifdr_desc[: min(desc.ifdr_len, k.IF_DESCSIZE)])
             if text.startswith(CLONE_DESCRIPTION) and device.attach_count(name) == 0:
                 log.debug("reusing %s, left behind by an earlier capture", name)
@@ -411,16 +414,9 @@ def pktap_block(buffer: bytes, interfaces: InterfaceTable) -> RecordBlock:
         pid = np.where(delegated, epid, pid)
         comm_rows[delegated] = field(_ECOMM, "pth_e_comm_offset")[delegated]
     pid = np.where(fast & (pid >= 0), pid, -1)
-
-    names, which = _strings(field(_IFNAME, "pth_ifname_offset"))
-    ids = np.array([interfaces.intern(s) if s else -1 for s in names], np.int64)
-    iface = np.where(fast, ids[which], -1)
-
-    comms, comm_of = _strings(comm_rows)
-    has_comm = np.array([bool(c) for c in comms], np.bool_)[comm_of]
-    named = np.flatnonzero((pid >= 0) & has_comm)[::-1]  # the last name wins, as in the decoder
-    _pids, last = np.unique(pid[named], return_index=True)
-    process_names = {int(pid[row]): comms[comm_of[row]] for row in named[last].tolist()}
+    iface = np.full(len(pid), -1, np.int64)
+    names, which = _strings(field(_IFNAME, "pth_ifname_offset")[fast])
+    iface[fast] = np.array([interfaces.intern(n) if n else -1 for n in names], np.int64)[which]
 
     direction = np.select(
         [(flags & k.PTH_FLAG_DIR_IN) != 0, (flags & k.PTH_FLAG_DIR_OUT) != 0],
@@ -435,12 +431,21 @@ def pktap_block(buffer: bytes, interfaces: InterfaceTable) -> RecordBlock:
         wirelen=r.datalen - skip,
         ts=r.ts,
         linktype=np.where(fast, _INNER_LINKTYPES[inner], LINKTYPE_USER2_PKTAP).astype(np.int64),
-        iface=iface.astype(np.int64),
+        iface=iface,
         direction=np.where(fast, direction, Direction.UNKNOWN).astype(np.int8),
         pid=pid.astype(np.int64),
         interfaces=interfaces,
-        process_names=process_names,
+        process_names=_process_names(pid, comm_rows),
     )
+
+
+def _process_names(pid: I64, comm_rows: npt.NDArray[np.uint8]) -> dict[int, str]:
+    """pid -> name; where records disagree the last one wins, as in the decoder."""
+    comms, comm_of = _strings(comm_rows)
+    has_comm = np.array([bool(c) for c in comms], np.bool_)[comm_of]
+    named = np.flatnonzero((pid >= 0) & has_comm)[::-1]
+    _pids, last = np.unique(pid[named], return_index=True)
+    return {int(pid[row]): comms[comm_of[row]] for row in named[last].tolist()}
 
 
 def plain_block(

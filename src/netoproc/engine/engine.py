@@ -249,8 +249,10 @@ class Engine:
             elif flow.owner is not None:
                 k = flow.key
                 sock = index.exact.get((k.proto, k.laddr, k.lport, k.raddr, k.rport))
-                if sock is not None and sock.owner == flow.owner:
-                    flow.socket = sock  # fresher state and kernel TCP figures
+                if sock is not None and sock.owner is not None and sock.owner.pid == flow.owner.pid:
+                    # fresher state and kernel TCP figures; and the table names the process
+                    # fully (a capture's per-packet name is cut at 16 bytes and has no user)
+                    flow.socket, flow.owner = sock, sock.owner
 
     def update_interfaces(self, infos: Iterable[InterfaceInfo], now: float) -> None:
         self.interfaces.update(infos, now)
@@ -392,7 +394,8 @@ class Engine:
         if jitter is None and kernel is not None:
             jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
         return TcpHealthRow(
-            source="kernel" if kernel_count is not None else "packets",
+            rtt_source="kernel" if kernel else "packets",
+            retransmits_source="kernel" if kernel_count is not None else "packets",
             rtt_ms=kernel.rtt_ms if kernel else figures.rtt_ms,
             jitter_ms=jitter,
             retransmits=retransmits,

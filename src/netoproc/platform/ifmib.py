@@ -88,9 +88,11 @@ def parse_ifalldata(buf: bytes) -> list[IfCounters]:
     if len(buf) % size:
         raise KernelDataError(f"ifalldata: {len(buf)} bytes is not a whole number of {size}")
     found = []
-    for mib in (IfMibData * (len(buf) // size)).from_buffer_copy(buf):
+    for i, mib in enumerate((IfMibData * (len(buf) // size)).from_buffer_copy(buf)):
         if not mib.ifmd_name:
             continue  # detaching: the kernel wrote an empty record
+        if len(mib.ifmd_name) == IFNAMSIZ:  # snprintf always leaves a NUL
+            raise KernelDataError(f"ifalldata: record {i} has no terminated interface name")
         data = mib.ifmd_data
         found.append(
             IfCounters(
