@@ -24,7 +24,7 @@ import numpy as np
 
 from netoproc.capture import FirstPackets, LiveCapture, open_first_packets, open_live
 from netoproc.capture.pcapfile import open_capture_file
-from netoproc.capture.records import RecordBlock
+from netoproc.capture.records import RecordBlock, merge_blocks
 from netoproc.clock import Clock
 from netoproc.decode.columnar import decode_block
 from netoproc.decode.scalar import Malformed, decode_record
@@ -35,6 +35,10 @@ from netoproc.snapshot import Snapshot
 log = logging.getLogger("netoproc")
 
 QUEUE_BYTES = 64 << 20
+# Blocks that arrive within this long of each other are decoded as one batch:
+# each batch has a fixed cost, so a steady trickle must not become 100 batches/s.
+COALESCE_SECONDS = 0.025
+COALESCE_BYTES = 8 << 20
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
 # The fast lane must run within a millisecond of a packet, even while the engine
@@ -167,6 +171,18 @@ class LiveSession:
             else:
                 self.engine.attribute(found)
 
+    def _coalesce(self, first: RecordBlock, due: float) -> RecordBlock:
+        """`first` and the blocks that follow it closely, as one block."""
+        blocks, size = [first], len(first.data)
+        until = min(self.clock.monotonic() + COALESCE_SECONDS, due)
+        while size < COALESCE_BYTES:
+            block = self.queue.get(until - self.clock.monotonic())
+            if block is None:
+                break
+            blocks.append(block)
+            size += len(block.data)
+        return merge_blocks(blocks)
+
     def _tick(self) -> Snapshot:
         self.engine.note_capture_drops(self.capture.kernel_drops(), self.queue.dropped_packets)
         if self.clock.monotonic() >= self._next_table:
@@ -202,7 +218,7 @@ class LiveSession:
                     break
                 block = self.queue.get(max(0.0, min(next_tick, deadline) - now))
                 if block is not None:
-                    self._ingest(block)
+                    self._ingest(self._coalesce(block, min(next_tick, deadline)))
                 if self.clock.monotonic() >= next_tick:
                     snapshot = self._tick()
                     next_tick += self.settings.interval * max(

@@ -61,16 +61,18 @@ def directions(b: PacketBatch, lookup: grouping.OrientationLookup = never_known)
     return [int(d) for d in orient(b, lookup)]
 
 
-@pytest.fixture(params=[False, True], ids=["hashed", "all-collide"])
+@pytest.fixture(params=["small", "hashed", "all-collide"])
 def collide(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Run a test with real hashes, and again with every hash equal."""
-    if request.param:
+    """Run a test grouping by dict (small batches), by real hashes, and with every hash equal."""
+    if request.param != "small":
+        monkeypatch.setattr(grouping, "SMALL", 0)
+    if request.param == "all-collide":
 
         def constant(columns: list[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
             return np.zeros(len(columns[0]), np.uint64)
 
         monkeypatch.setattr(grouping, "_mix", constant)
-    return bool(request.param)
+    return bool(request.param == "all-collide")
 
 
 def test_bytes_and_packets_summed_per_flow_from_the_local_side(collide: bool) -> None:
@@ -178,6 +180,7 @@ def test_collision_fallback_keeps_distinct_flows_apart(monkeypatch: pytest.Monke
         return np.full(len(columns[0]), 12345, np.uint64)
 
     monkeypatch.setattr(grouping, "_mix", constant)
+    monkeypatch.setattr(grouping, "SMALL", 0)
     packets = [Pkt(ip(A, B, udp(1000 + i % 7, 53, payload=i)), float(i), TX) for i in range(50)]
     g = group(batch(*packets), np.full(50, TX, np.int8))
     assert calls  # the patched hash was used

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from netoproc.snapshot import DnsQueryRow
-from netoproc.tui.app import MonitorOptions, SnapshotArrived, make_app
+from netoproc.snapshot import DnsQueryRow, Snapshot
+from netoproc.tui.app import MonitorApp, MonitorOptions, SnapshotArrived, make_app
 from netoproc.tui.dns_view import QueryLog
 from netoproc.tui.source import StaticSource
 from tests.fixtures import T0, monitor_snapshot
@@ -15,9 +15,8 @@ from tests.tui.screen import screen_text
 SnapCompare = Callable[..., bool]
 
 
-def _app(snapshot: object = None) -> object:
-    source = StaticSource(snapshot or monitor_snapshot())  # type: ignore[arg-type]
-    return make_app(source, MonitorOptions())
+def _app(snapshot: Snapshot | None = None) -> MonitorApp:
+    return make_app(StaticSource(snapshot or monitor_snapshot()), MonitorOptions())
 
 
 def test_snapshot_80x24(snap_compare: SnapCompare) -> None:

@@ -10,7 +10,7 @@ from netoproc.tui.app import MonitorOptions, make_app
 from netoproc.tui.order import Order, sort_rows
 from netoproc.tui.process_view import SORTS, children
 from netoproc.tui.source import StaticSource
-from tests.fixtures import FIREFOX, NODE, busy_snapshot, live_connection, monitor_snapshot
+from tests.fixtures import NODE, busy_snapshot, live_connection, monitor_snapshot
 
 SnapCompare = Callable[..., bool]
 
@@ -78,8 +78,3 @@ def test_snapshot_expanded(snap_compare: SnapCompare) -> None:
     # firefox and node expanded; the cursor on node's listening socket
     keys = ["enter", "down", "down", "down", "down", "down", "enter", "down"]
     assert snap_compare(_app(), terminal_size=(120, 30), press=keys)
-
-
-def test_firefox_fixture_matches_the_guide() -> None:
-    firefox = next(r for r in monitor_snapshot().processes if r.process == FIREFOX)
-    assert (firefox.sockets, firefox.connections) == (12, 3)

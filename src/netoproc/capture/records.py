@@ -153,3 +153,31 @@ def build_block(
         interfaces=interfaces or InterfaceTable(),
         process_names=dict(process_names or {}),
     )
+
+
+def merge_blocks(blocks: list[RecordBlock]) -> RecordBlock:
+    """One block holding the records of several, in order (same interface table)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    datas, offsets, position = [], [], 0
+    for block in blocks:
+        used = len(block.data) - GUARD_BYTES
+        datas.append(block.data[:used])
+        offsets.append(block.offset + position)
+        position += used
+    names: dict[int, str] = {}
+    for block in blocks:
+        names.update(block.process_names)
+    return RecordBlock(
+        data=b"".join(datas) + bytes(GUARD_BYTES),
+        offset=np.concatenate(offsets),
+        caplen=np.concatenate([b.caplen for b in blocks]),
+        wirelen=np.concatenate([b.wirelen for b in blocks]),
+        ts=np.concatenate([b.ts for b in blocks]),
+        linktype=np.concatenate([b.linktype for b in blocks]),
+        iface=np.concatenate([b.iface for b in blocks]),
+        direction=np.concatenate([b.direction for b in blocks]),
+        pid=np.concatenate([b.pid for b in blocks]),
+        interfaces=blocks[0].interfaces,
+        process_names=names,
+    )

@@ -10,7 +10,7 @@ same columns, so rows keep the order of their records.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -318,8 +318,17 @@ def _ipv6(block: RecordBlock, rows: I64, links: _Links, fill: _Fill) -> None:
 _MASK64 = (1 << 64) - 1
 
 
-def decode_block(block: RecordBlock, *, dns_payloads: bool = True) -> PacketBatch:
+# Below this many records, the scalar decoder is cheaper than the arrays' fixed cost.
+SMALL_BLOCK = 32
+
+
+def decode_block(
+    block: RecordBlock, *, dns_payloads: bool = True, small: int = SMALL_BLOCK
+) -> PacketBatch:
+    """Decode a block: with arrays, or record by record when it has `small` records or fewer."""
     n = len(block)
+    if n <= small:
+        return _decode_each(block, dns_payloads)
     data = np.frombuffer(block.data, np.uint8)
     links = _Links(block)
     single = n == 0 or bool((block.linktype == block.linktype[0]).all())
@@ -342,12 +351,32 @@ def decode_block(block: RecordBlock, *, dns_payloads: bool = True) -> PacketBatc
         _ipv6(block, v6, links, fill)
     not_ip_fast = fast & (links.ethertype != ETHERTYPE_IPV4) & (links.ethertype != ETHERTYPE_IPV6)
 
-    cols = fill.cols
-    cols["transport"][fill.done] = True
-    malformed = not_ip = portless = 0
+    fill.cols["transport"][fill.done] = True
     slow_rows = np.flatnonzero(~fill.done & ~not_ip_fast)
+    not_ip_fast_count = int(np.count_nonzero(not_ip_fast))
+    return _finish(block, links, fill, slow_rows.tolist(), not_ip_fast_count, dns_payloads)
+
+
+def _decode_each(block: RecordBlock, dns_payloads: bool) -> PacketBatch:
+    """The scalar decoder for every record: for blocks too small to pay for arrays."""
+    links = _Links(block)
+    return _finish(block, links, _Fill(len(block)), range(len(block)), 0, dns_payloads)
+
+
+def _finish(
+    block: RecordBlock,
+    links: _Links,
+    fill: _Fill,
+    slow_rows: Iterable[int],
+    not_ip_fast: int,
+    dns_payloads: bool,
+) -> PacketBatch:
+    """Decode `slow_rows` with the scalar decoder, then assemble the batch."""
+    n = len(block)
+    cols = fill.cols
+    malformed = not_ip = portless = 0
     names = dict(block.process_names)
-    for i in slow_rows.tolist():
+    for i in slow_rows:
         try:
             packet = decode_record(
                 block.data,
@@ -411,7 +440,7 @@ def decode_block(block: RecordBlock, *, dns_payloads: bool = True) -> PacketBatc
         counts=DecodeCounts(
             records=n,
             malformed=malformed,
-            not_ip=not_ip + int(np.count_nonzero(not_ip_fast)),
+            not_ip=not_ip + not_ip_fast,
             portless=portless,
         ),
     )

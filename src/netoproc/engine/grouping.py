@@ -84,8 +84,25 @@ def _mix(columns: list[npt.NDArray[np.uint64]]) -> U64:
     return h
 
 
+SMALL = 64  # below this many rows a dict groups faster than arrays
+
+
 def _group(columns: list[npt.NDArray[np.uint64]]) -> tuple[I64, I64]:
-    """(first row of each group, group of each row); exact even if hashes collide."""
+    """(first row of each group, group of each row); exact even if hashes collide.
+
+    Groups are numbered in the order of the hashes, or of first appearance for
+    small batches; nothing depends on which.
+    """
+    if len(columns[0]) <= SMALL:
+        groups: dict[tuple[int, ...], int] = {}
+        inverse_list = [
+            groups.setdefault(row, len(groups))
+            for row in zip(*(c.tolist() for c in columns), strict=True)
+        ]
+        inverse_small = np.asarray(inverse_list, np.int64)
+        first_small = np.full(len(groups), len(inverse_list), np.int64)
+        np.minimum.at(first_small, inverse_small, np.arange(len(inverse_list)))
+        return first_small, inverse_small
     hashes = _mix(columns)
     _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -42,11 +42,20 @@ def _s32(x: I64) -> I64:
 
 def _starts(sorted_values: I64) -> Bool:
     """Where each run of equal values begins."""
-    return (
-        np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-        if len(sorted_values)
-        else np.zeros(0, np.bool_)
-    )
+    starts = np.empty(len(sorted_values), np.bool_)
+    if len(starts):
+        starts[0] = True
+        np.not_equal(sorted_values[1:], sorted_values[:-1], out=starts[1:])
+    return starts
+
+
+def _shifted(values: I64, first: int) -> I64:
+    """`values` one place later, `first` in front."""
+    out = np.empty_like(values)
+    if len(out):
+        out[0] = first
+        out[1:] = values[:-1]
+    return out
 
 
 def _first_per_slot(slot: I64, mask: Bool) -> tuple[I64, I64]:
@@ -216,8 +225,8 @@ class TcpHealth:
             return
         s, acks, windows = slot[rows], ack[rows], window[rows]
         first_in_slot = _starts(s)
-        previous_ack = np.where(first_in_slot, a["last_ack"][s], np.r_[-1, acks[:-1]])
-        previous_window = np.where(first_in_slot, a["last_window"][s], np.r_[-1, windows[:-1]])
+        previous_ack = np.where(first_in_slot, a["last_ack"][s], _shifted(acks, -1))
+        previous_window = np.where(first_in_slot, a["last_window"][s], _shifted(windows, -1))
         dup = (
             (payload[rows] == 0)
             & ~control[rows]
@@ -225,7 +234,7 @@ class TcpHealth:
             & (windows == previous_window)
         )
         np.add.at(a["dup_acks"], s[dup], 1)
-        last = np.r_[s[1:] != s[:-1], True]
+        last = np.roll(first_in_slot, -1)  # a run ends where the next begins
         a["last_ack"][s[last]] = acks[last]
         a["last_window"][s[last]] = windows[last]
         a["peer_window_zero"][s[last]] = windows[last] == 0

@@ -30,6 +30,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Static
 
+from netoproc.output.text import printable
 from netoproc.snapshot import Snapshot
 from netoproc.tui.bars import FilterBar, Status, StatusBar, TabBar, too_small_text
 from netoproc.tui.connection_view import ConnectionTable
@@ -60,6 +61,8 @@ class MonitorOptions:
 
 
 class SnapshotArrived(Message):
+    """A new snapshot from the source's thread; a newer one makes a queued one stale."""
+
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
@@ -69,6 +72,8 @@ class SnapshotArrived(Message):
 
 
 class SourceFailed(Message):
+    """The source stopped for good (the capture failed)."""
+
     def __init__(self, reason: str) -> None:
         super().__init__()
         self.reason = reason
@@ -312,10 +317,12 @@ def run_monitor(source: SnapshotSource, options: MonitorOptions) -> int:
     """Run the monitor in this terminal until the user quits; returns the exit code."""
     app = make_app(source, options)
     app.run()
+    # the messages may quote what the network or another process said
     if app.crash is not None:
-        print(f"error: unexpected {type(app.crash).__name__}: {app.crash}", file=sys.stderr)
+        print(f"error: unexpected {type(app.crash).__name__}: {printable(str(app.crash))}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_FATAL
     if app.failure is not None:
-        print(f"error: {app.failure}", file=sys.stderr)
+        print(f"error: {printable(app.failure)}", file=sys.stderr)
         return EXIT_FATAL
     return EXIT_OK
