@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from netoproc.capture import FirstPackets, LiveCapture, open_first_packets, open_live
-from netoproc.capture.pcapfile import open_capture_file
 from netoproc.capture.records import RecordBlock, merge_blocks
 from netoproc.clock import Clock
 from netoproc.decode.columnar import decode_block
@@ -253,6 +252,8 @@ def replay(path: str, *, duration: float | None, settings: Settings) -> tuple[Sn
     Time comes from the packets: the window starts at the first packet and,
     with `duration`, ends that many seconds later.
     """
+    from netoproc.capture.pcapfile import open_capture_file  # only replays need it
+
     capture = open_capture_file(path)
     engine: Engine | None = None
     end = float("inf")

@@ -16,6 +16,8 @@ library so they run anywhere the tests do.
     python peers.py tcp-echo ADDRESS PORT        echo every byte back, as it arrives
     python peers.py rtt-client NAME HOST PORT COUNT GAP_MS   timed requests; tcp_info at the end
     python peers.py bulk-client NAME HOST PORT BYTES    send BYTES with CUBIC; tcp_info at the end
+    python peers.py hold-server PORT                    accept connections and keep them open
+    python peers.py hold-conns NAME HOST PORT COUNT SECONDS   open COUNT connections, hold them
 """
 
 from __future__ import annotations
@@ -274,6 +276,36 @@ def bulk_client(name: str, host: str, port: int, n: int) -> None:
     conn.close()
 
 
+def raise_fd_limit(needed: int) -> None:
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(needed, hard), max(needed, hard)))
+
+
+def hold_server(port: int) -> None:
+    set_name("np-holdserver")
+    raise_fd_limit(20000)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(4096)
+    held = []
+    print(json.dumps({"ready": port}), flush=True)
+    while True:
+        held.append(s.accept()[0])
+
+
+def hold_conns(name: str, host: str, port: int, count: int, seconds: int) -> None:
+    set_name(name)
+    raise_fd_limit(count + 100)
+    conns = [socket.create_connection((host, port), timeout=30) for _ in range(count)]
+    print(json.dumps({"pid": os.getpid(), "holding": len(conns)}), flush=True)
+    time.sleep(seconds)
+    for conn in conns:
+        conn.close()
+
+
 COMMANDS = {
     "tcp-server": (tcp_server, (int,)),
     "udp-server": (udp_server, (int,)),
@@ -286,6 +318,8 @@ COMMANDS = {
     "tcp-echo": (tcp_echo, (str, int)),
     "rtt-client": (rtt_client, (str, str, int, int, int)),
     "bulk-client": (bulk_client, (str, str, int, int)),
+    "hold-server": (hold_server, (int,)),
+    "hold-conns": (hold_conns, (str, str, int, int, int)),
 }
 
 if __name__ == "__main__":

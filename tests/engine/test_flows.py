@@ -1,34 +1,94 @@
-"""Flow state defaults and attribution, and the bounded table of fragment ports."""
+"""The flow table (slots, hash lookups, clashes, reuse), flow objects, conversation
+sides, and the bounded table of fragment ports."""
 
 from __future__ import annotations
 
-from netoproc.engine.flows import Flow, FragmentPorts
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from netoproc.engine.flows import KEY_COLUMNS, ConversationSides, FlowTable, FragmentPorts
 from netoproc.model import IPPROTO_UDP, FlowKey, ProcessRef, UnknownReason
 
 KEY = FlowKey("eth0", IPPROTO_UDP, 1, 2, 3, 4)
+ROW = (1, IPPROTO_UDP, 0, 1, 2, 0, 3, 4)  # the key columns: iface id, proto, l_hi, l_lo, ...
 
 
-def test_new_flow_is_pending_and_empty() -> None:
-    flow = Flow(KEY, 10.0, history=3)
+def columns(*rows: tuple[int, ...]) -> list[npt.NDArray[Any]]:
+    dtypes = [np.int64, np.int64, np.uint64, np.uint64, np.int64, np.uint64, np.uint64, np.int64]
+    by_column = zip(*rows, strict=True)
+    return [np.asarray(values, dtype) for values, dtype in zip(by_column, dtypes, strict=True)]
+
+
+def hashes(*values: int) -> npt.NDArray[np.uint64]:
+    return np.asarray(values, np.uint64)
+
+
+def test_a_new_flow_is_pending_and_empty() -> None:
+    table = FlowTable()
+    flow = table.create(KEY, ROW, 99, history=3)
     assert (flow.owner, flow.reason, flow.socket, flow.outbound, flow.closed) == (
-        None,
-        UnknownReason.PENDING,
-        None,
-        None,
-        False,
-    )
+        None, UnknownReason.PENDING, None, None, False,
+    )  # fmt: skip
     assert (flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets) == (0, 0, 0, 0)
-    assert (flow.first_seen, flow.last_seen) == (10.0, 10.0)
     flow.rx_history.extend([1.0, 2.0, 3.0, 4.0])
     assert list(flow.rx_history) == [2.0, 3.0, 4.0]
+    table.arrays["rx_bytes"][flow.slot] += 1500
+    assert flow.rx_bytes == 1500  # counters read through to the arrays
 
 
-def test_attribute_clears_the_reason_when_there_is_an_owner() -> None:
-    flow = Flow(KEY, 0.0, history=1)
+def test_attribute_clears_the_reason_and_marks_the_slot_owned() -> None:
+    table = FlowTable()
+    flow = table.create(KEY, ROW, 1, history=1)
     flow.attribute(None, UnknownReason.NO_SOCKET)
-    assert (flow.owner, flow.reason) == (None, UnknownReason.NO_SOCKET)
+    assert (flow.owner, flow.reason, bool(table.arrays["owned"][flow.slot])) == (
+        None, UnknownReason.NO_SOCKET, False,
+    )  # fmt: skip
     flow.attribute(ProcessRef(1, "a"), UnknownReason.NO_SOCKET)
-    assert (flow.owner, flow.reason) == (ProcessRef(1, "a"), None)
+    assert (flow.owner, flow.reason, bool(table.arrays["owned"][flow.slot])) == (
+        ProcessRef(1, "a"), None, True,
+    )  # fmt: skip
+
+
+def test_find_by_hash_and_exact_key() -> None:
+    table = FlowTable()
+    other = (1, IPPROTO_UDP, 0, 1, 2, 0, 3, 5)
+    first = table.create(KEY, ROW, 7, history=1)
+    # `other` has the same hash: it must not be mistaken for the first flow
+    assert table.find(hashes(7, 7), columns(ROW, other)).tolist() == [first.slot, -1]
+    second = table.create(FlowKey("eth0", IPPROTO_UDP, 1, 2, 3, 5), other, 7, history=1)
+    assert table.find(hashes(7, 7), columns(other, ROW)).tolist() == [second.slot, first.slot]
+    table.release(first)
+    assert table.find(hashes(7, 7), columns(other, ROW)).tolist() == [second.slot, -1]
+
+
+def test_slots_are_reused_and_the_table_grows() -> None:
+    table = FlowTable(capacity=2)
+    made = [table.create(FlowKey("eth0", 17, 1, 2, 3, n), (1, 17, 0, 1, 2, 0, 3, n), n, 1)
+            for n in range(5)]  # fmt: skip
+    assert table.capacity >= 5
+    assert len({f.slot for f in made}) == 5
+    table.arrays["tx_bytes"][made[1].slot] = 77
+    table.release(made[1])
+    reused = table.create(KEY, ROW, 1000, history=1)
+    assert reused.slot == made[1].slot
+    assert reused.tx_bytes == 0  # a released slot starts empty
+    assert all(
+        int(table.arrays[name][reused.slot]) == v for name, v in zip(KEY_COLUMNS, ROW, strict=True)
+    )
+
+
+def test_conversation_sides_live_while_their_flows_do() -> None:
+    sides = ConversationSides()
+    sides.add(5, True)
+    sides.add(5, True)  # two flows of one conversation (e.g. on two interfaces)
+    sides.add(6, False)
+    assert sides.lookup(hashes(5, 6, 7)).tolist() == [1, 0, -1]
+    sides.remove(5)
+    assert sides.lookup(hashes(5)).tolist() == [1]
+    sides.remove(5)
+    assert sides.lookup(hashes(5)).tolist() == [-1]
 
 
 def test_fragment_ports_forget_the_oldest_first() -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine import grouping
-from netoproc.engine.grouping import FlowGroups, group, orient
+from netoproc.engine.flows import ConversationSides
+from netoproc.engine.grouping import FlowGroups, conversation_hashes, group, orient
 from netoproc.model import IPPROTO_TCP, IPPROTO_UDP
 from netoproc.snapshot import Traffic
 from tests.engine.frames import (
@@ -53,11 +54,11 @@ def by_flow(g: FlowGroups) -> dict[Key, Traffic]:
     return out
 
 
-def never_known(*_: int) -> bool | None:
-    return None
+def never_known(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int8]:
+    return np.full(len(hashes), -1, np.int8)
 
 
-def directions(b: PacketBatch, lookup: grouping.OrientationLookup = never_known) -> list[int]:
+def directions(b: PacketBatch, lookup: grouping.SidesLookup = never_known) -> list[int]:
     return [int(d) for d in orient(b, lookup)]
 
 
@@ -120,7 +121,7 @@ def test_syn_close_and_pid_evidence_per_flow() -> None:
     assert [int(g.pid[row[p]]) for p in (40000, 22, 40001)] == [-1, 77, -1]
 
 
-def test_unknown_direction_first_sender_is_local(collide: bool) -> None:
+def test_unknown_direction_first_sender_is_local() -> None:
     b = batch(
         Pkt(ip(B, A, udp(53, 5000, 10))),  # B speaks first: B is local
         Pkt(ip(A, B, udp(5000, 53, 10))),
@@ -131,7 +132,7 @@ def test_unknown_direction_first_sender_is_local(collide: bool) -> None:
     assert directions(b) == [TX, RX, TX, TX, RX]
 
 
-def test_unknown_direction_syn_ack_first_makes_its_receiver_local(collide: bool) -> None:
+def test_unknown_direction_syn_ack_first_makes_its_receiver_local() -> None:
     b = batch(
         Pkt(ip(B, A, tcp(80, 40000, SYN | ACK))),
         Pkt(ip(A, B, tcp(40000, 80, ACK))),
@@ -145,21 +146,30 @@ def test_unknown_direction_syn_ack_first_makes_its_receiver_local(collide: bool)
 
 
 def test_unknown_direction_follows_an_existing_flow() -> None:
-    asked: list[tuple[int, ...]] = []
+    sides = ConversationSides()
 
-    def b_is_local(*args: int) -> bool | None:
-        asked.append(args)
-        _iface, _proto, s_hi, s_lo, _sport, _d_hi, _d_lo, _dport = args
-        return ((s_hi << 64) | s_lo) == addr(B)
+    def halves(text: str) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        value = addr(text)
+        return np.asarray([value >> 64], np.uint64), np.asarray([value & (2**64 - 1)], np.uint64)
+
+    conversation, b_is_first = conversation_hashes(
+        np.asarray([ETH0]), np.asarray([IPPROTO_TCP]),
+        *halves(B), np.asarray([80]), *halves(A), np.asarray([40000]),
+    )  # fmt: skip
+    sides.add(int(conversation[0]), bool(b_is_first[0]))  # a flow with B local exists
+    asked: list[int] = []
+
+    def lookup(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int8]:
+        asked.append(len(hashes))
+        return sides.lookup(hashes)
 
     b = batch(
         Pkt(ip(A, B, tcp(40000, 80, SYN))),  # a SYN from A, but a known flow says B is local
         Pkt(ip(B, A, tcp(80, 40000, SYN | ACK))),
         Pkt(ip(A, B, tcp(40000, 80, ACK))),
     )
-    assert directions(b, b_is_local) == [RX, TX, RX]
-    assert len(asked) == 1  # once per conversation, with its first packet
-    assert asked[0][2:5] == (addr(A) >> 64, addr(A) & (2**64 - 1), 40000)
+    assert directions(b, lookup) == [RX, TX, RX]
+    assert asked == [1]  # one conversation, asked once
 
 
 def test_known_directions_are_kept_and_unknown_ones_decided_beside_them() -> None:

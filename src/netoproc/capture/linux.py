@@ -44,6 +44,7 @@ TP_STATUS_USER = 1
 PACKET_OUTGOING = 4
 
 RETIRE_MS = 10
+READ_WAIT = 0.05  # seconds a reader waits before looking whether it should stop
 MAX_BLOCK = 1 << 20
 FRAME_SIZE = 2048
 
@@ -254,10 +255,10 @@ class LinuxFirstPackets:
         except OSError as exc:
             sock.close()
             raise CaptureUnavailable(f"cannot capture on {device}: {exc.strerror}") from None
-        sock.settimeout(0.1)
+        sock.settimeout(READ_WAIT)
 
     def read(self, limit: int = 256) -> list[tuple[int, bytes, str]]:
-        """(link type, packet, interface) for what arrived, waiting up to 0.1 s for the first."""
+        """(link type, packet, interface) of what arrived, waiting READ_WAIT at most."""
         found: list[tuple[int, bytes, str]] = []
         while len(found) < limit:
             try:
@@ -268,7 +269,7 @@ class LinuxFirstPackets:
             linktype = LINKTYPE_IPV4 if protocol == 0x0800 else LINKTYPE_IPV6
             found.append((linktype, data, address[0]))
             self._sock.setblocking(False)
-        self._sock.settimeout(0.1)
+        self._sock.settimeout(READ_WAIT)
         return found
 
     def close(self) -> None:

@@ -15,11 +15,12 @@ lengths stop making sense, yields everything before that point and sets
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from netoproc.capture.records import GUARD_BYTES, InterfaceTable, RecordBlock
 from netoproc.model import Direction
@@ -116,22 +117,8 @@ class CaptureFile:
             buf = carry + chunk
             if not buf:
                 return
-            starts: list[int] = []
-            append = starts.append
-            pos, last = 0, len(buf) - 16
-            while pos <= last:
-                caplen = caplen_at(buf, pos + 8)[0]
-                if caplen > MAX_RECORD_BYTES:
-                    self.problem = f"record {self.records + len(starts) + 1} has length {caplen}"
-                    break
-                if pos + 16 + caplen > len(buf):
-                    break
-                append(pos)
-                pos += 16 + caplen
-            if starts:
-                offsets = np.asarray(starts, np.int64)
-                raw = np.frombuffer(buf, np.uint8)
-                fields = raw[offsets[:, None] + np.arange(16)].copy().view(header_dtype)
+            offsets, fields, pos = self._pcap_records(buf, caplen_at, header_dtype)
+            if len(offsets):
                 n = len(offsets)
                 self.records += n
                 yield RecordBlock(
@@ -153,6 +140,34 @@ class CaptureFile:
                 if carry:
                     self.problem = f"file ends inside record {self.records + 1}"
                 return
+
+    def _pcap_records(
+        self, buf: bytes, caplen_at: Callable[[bytes, int], tuple[int]], header: np.dtype[Any]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], int]:
+        """Where the complete records in `buf` start, their headers, and where they end.
+
+        The walk is the one loop per record in Python, so it does nothing else;
+        lengths are checked afterwards, with arrays.
+        """
+        starts: list[int] = []
+        append = starts.append
+        pos, last = 0, len(buf) - 16
+        while pos <= last:
+            append(pos)
+            pos += 16 + caplen_at(buf, pos + 8)[0]
+        offsets = np.asarray(starts, np.int64)
+        at_every_byte = np.ndarray((max(0, len(buf) - 15),), np.dtype("V16"), buf, strides=(1,))
+        fields = at_every_byte[offsets].view(header).reshape(-1, 4)
+        caplen = fields[:, 2].astype(np.int64)
+        absurd = np.flatnonzero(caplen > MAX_RECORD_BYTES)
+        good = len(offsets)
+        if len(absurd):
+            good = int(absurd[0])
+            self.problem = f"record {self.records + good + 1} has length {caplen[good]}"
+        if good and offsets[good - 1] + 16 + caplen[good - 1] > len(buf):
+            good -= 1  # the last record runs past what has been read
+        end = int(offsets[good - 1] + 16 + caplen[good - 1]) if good else 0
+        return offsets[:good], fields[:good], end
 
     # pcapng -------------------------------------------------------------
 

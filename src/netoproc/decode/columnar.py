@@ -24,23 +24,18 @@ from netoproc.decode.layouts import (
     ETHERTYPE_IPV6,
     IPV4,
     IPV6,
-    IPV6_EXTENSION_HEADERS,
     TCP,
     UDP,
-    VLAN_ETHERTYPES,
     Layout,
 )
 from netoproc.decode.scalar import SLL_OUTGOING, Malformed, decode_record
-from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, V4_MAPPED_PREFIX, Direction
+from netoproc.model import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, V4_MAPPED_PREFIX, Direction
 
 DNS_PORT = 53
 
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
-
-_EXTENSION_HEADERS = np.array(sorted(IPV6_EXTENSION_HEADERS), np.int64)
-_VLAN = np.array(sorted(VLAN_ETHERTYPES), np.int64)
 
 
 def _window(buf: bytes, starts: I64, layout: Layout) -> npt.NDArray[np.void]:
@@ -81,7 +76,8 @@ LinkStage = Callable[[U8, RecordBlock, I64, _Links], None]
 def _ethernet(data: U8, block: RecordBlock, idx: I64, out: _Links) -> None:
     off = block.offset[idx]
     ethertype = _be16(data, off + 12)
-    odd = (block.caplen[idx] < 14) | np.isin(ethertype, _VLAN)
+    # VLAN tags and everything not IP go record by record: rare, and the scalar decoder knows
+    odd = (block.caplen[idx] < 14) | ((ethertype != ETHERTYPE_IPV4) & (ethertype != ETHERTYPE_IPV6))
     out.l3[idx] = off + 14
     out.ethertype[idx] = ethertype
     out.slow[idx[odd]] = True
@@ -303,7 +299,7 @@ def _ipv6(block: RecordBlock, rows: I64, links: _Links, fill: _Fill) -> None:
         & ((h["vtcfl"] >> 28) == 6)
         & (payload > 0)
         & (IPV6.size + payload <= wire)
-        & ~np.isin(proto, _EXTENSION_HEADERS)
+        & ((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP) | (proto == IPPROTO_ICMPV6))
     )
     rows, start, avail, payload, proto = rows[ok], start[ok], avail[ok], payload[ok], proto[ok]
     cols = fill.cols
@@ -431,7 +427,8 @@ def _finish(
     dns: tuple[tuple[int, bytes], ...] = ()
     if dns_payloads:
         dns = _dns_payloads(block, cols, fill, keep)
-    out = {name: cols[name][keep] for name, _ in COLUMNS}
+    whole = len(keep) == n  # usually every record decodes: no copy then
+    out = {name: cols[name] if whole else cols[name][keep] for name, _ in COLUMNS}
     return PacketBatch(
         **out,
         interfaces=block.interfaces,

@@ -5,7 +5,8 @@ Owns the DNS wire format as far as netoproc reads it (RFC 1035, EDNS0 of RFC
 framing (RFC 1035 4.2.2): `parse_message` turns one message into a `Message`
 holding the header, the question section and the answer section rendered for
 people; the authority and additional sections are walked and bounds-checked
-but not kept, except the first OPT record's extended rcode bits.
+but not kept, except the OPT record's extended rcode bits (a second OPT record
+is an error, RFC 6891 6.1.1). Bytes after the last record are ignored.
 
 Hardened: every failure is a `DnsError` with a short reason, and nothing else
 escapes. Section counts are checked against the message length before any
@@ -20,6 +21,14 @@ Names are rendered as dnspython's ``Name.to_text(omit_final_dot=True)`` does
 so hostile names carry no control characters; the root name is ``""`` (not
 ``"."``) and case is kept as received. Names inside rdata follow the same rule
 except that the root is ``"."``, so a field is never empty.
+
+Rdata (`Record.data`): A and AAAA (class IN) as `socket.inet_ntop` writes
+them; NS, CNAME, PTR, DNAME the target name; MX "preference exchange"; SRV
+(class IN) "priority weight port target"; SOA "mname rname serial refresh
+retry expire minimum"; TXT and SPF each string quoted and escaped as
+dnspython does; any other type RFC 3597's ``\\# length hex``, the hex digits
+lowercase in one word. Rdata of these types that does not fill its length
+exactly is an error.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ _MIN_QUESTION = 1 + _QUESTION.size  # the root name and qtype, qclass
 _MIN_RR = 1 + _RR.size
 MAX_NAME = 255  # wire length, length bytes and the root label included
 TYPE_OPT = 41
+CLASS_IN = 1
 
 # As dnspython names them, so that both agree on every value.
 _TYPE_NAMES = {
@@ -250,7 +260,7 @@ def _rdata_name(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
 
 
 # Renderers of rdata: (message, rdata start, rdata end, names seen) -> text.
-Renderer = Callable[[bytes, int, int, _Seen], str]
+_Renderer = Callable[[bytes, int, int, _Seen], str]
 
 
 def _exact(what: str, pos: int, end: int) -> None:
@@ -258,7 +268,7 @@ def _exact(what: str, pos: int, end: int) -> None:
         raise DnsError(f"{what} record of the wrong length")
 
 
-def _address(family: int, size: int, what: str) -> Renderer:
+def _address(family: int, size: int, what: str) -> _Renderer:
     def render(data: bytes, start: int, end: int, seen: _Seen) -> str:
         if end - start != size:
             raise DnsError(f"{what} record of the wrong length")
@@ -325,7 +335,7 @@ def _generic(data: bytes, start: int, end: int, seen: _Seen) -> str:
 
 # By type, for every class; A, AAAA and SRV are defined for class IN only
 # (RFC 1035 3.4, RFC 2782) and are rendered generically in other classes.
-_RENDERERS: dict[int, Renderer] = {
+_RENDERERS: dict[int, _Renderer] = {
     2: _target,  # NS
     5: _target,  # CNAME
     12: _target,  # PTR
@@ -335,13 +345,12 @@ _RENDERERS: dict[int, Renderer] = {
     16: _txt,
     99: _txt,  # SPF
 }
-_IN_RENDERERS: dict[int, Renderer] = {
+_IN_RENDERERS: dict[int, _Renderer] = {
     **_RENDERERS,
     1: _address(socket.AF_INET, 4, "A"),
     28: _address(socket.AF_INET6, 16, "AAAA"),
     33: _srv,
 }
-CLASS_IN = 1
 
 
 def parse_message(data: bytes) -> Message:
@@ -378,12 +387,10 @@ def parse_message(data: bytes) -> Message:
                 raise DnsError("more than one OPT record")
             opt = True
             rcode |= (ttl >> 24) << 4  # the upper 8 of the 12 bits
-    response, opcode, truncated = (
-        bool(flags & _QR),
-        (flags >> _OPCODE_SHIFT) & 0xF,
-        bool(flags & _TC),
-    )
-    return Message(ident, response, opcode, rcode, truncated, tuple(questions), tuple(answers))
+    return Message(
+        ident, bool(flags & _QR), (flags >> _OPCODE_SHIFT) & 0xF, rcode, bool(flags & _TC),
+        tuple(questions), tuple(answers),
+    )  # fmt: skip
 
 
 def _record(data: bytes, pos: int, seen: _Seen) -> tuple[str, int, int, int, int, int]:

@@ -24,8 +24,8 @@ import numpy.typing as npt
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
-from netoproc.engine.flows import Flow, FragmentPorts
-from netoproc.engine.grouping import FlowGroups, group, orient
+from netoproc.engine.flows import ConversationSides, Flow, FlowTable, FragmentPorts
+from netoproc.engine.grouping import FlowGroups, conversation_hashes, group, orient
 from netoproc.engine.interfaces import InterfaceStats
 from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
 from netoproc.model import (
@@ -73,15 +73,14 @@ class Engine:
         self.process_lookups = process_lookups
         self.retire_after = retire_after
         self.flows: dict[FlowKey, Flow] = {}
-        # (proto, local, local port, remote, remote port) of every flow, any interface:
-        # orients packets whose direction the capture does not know
-        self._endpoints: dict[tuple[int, int, int, int, int], int] = {}
+        self.table = FlowTable()
+        self._sides = ConversationSides()  # orients packets whose direction is not captured
         self.sockets = SocketIndex()
         self._fragments = FragmentPorts()
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
-        self.tcp = TcpHealth()
+        self.tcp = TcpHealth(self.table.capacity)
         self._retired: dict[Owner, Traffic] = {}
         self._retired_reasons: dict[str, int] = {}
         self._process_history: dict[Owner, tuple[deque[float], deque[float]]] = {}
@@ -104,9 +103,13 @@ class Engine:
             batch = self._join_fragments(batch)
         self._packets += len(batch)
         self._bytes += int(batch.ip_length.sum())
-        direction = orient(batch, self._local_is_src)
+        direction = orient(batch, self._sides.lookup)
         groups = group(batch, direction)
-        new, slots = self._apply(groups, batch)
+        keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
+                groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
+        slots = self.table.find(groups.key_hash, keys)
+        new = self._create_flows(groups, slots, batch)
+        self._add(groups, slots, batch)
         tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
         if len(tcp):
             self.tcp.analyse(
@@ -134,17 +137,6 @@ class Engine:
             )
             self.dns.observe(float(batch.ts[row]), key, outbound, payload, int(batch.seq[row]))
 
-    def _local_is_src(
-        self, iface: int, proto: int, s_hi: int, s_lo: int, sport: int, d_hi: int, d_lo: int,
-        dport: int,
-    ) -> bool | None:  # fmt: skip
-        src, dst = (s_hi << 64) | s_lo, (d_hi << 64) | d_lo
-        if (proto, src, sport, dst, dport) in self._endpoints:
-            return True
-        if (proto, dst, dport, src, sport) in self._endpoints:
-            return False
-        return None
-
     def _join_fragments(self, batch: PacketBatch) -> PacketBatch:
         sport, dport, transport = batch.sport.copy(), batch.dport.copy(), batch.transport.copy()
         for i in np.flatnonzero(batch.fragment_id >= 0).tolist():
@@ -162,64 +154,77 @@ class Engine:
                 self._portless -= 1
         return dataclasses.replace(batch, sport=sport, dport=dport, transport=transport)
 
-    def _apply(
-        self, groups: FlowGroups, batch: PacketBatch
-    ) -> tuple[list[FlowKey], npt.NDArray[np.int64]]:
-        """Add each flow's share of the batch; returns the flows to look up and,
-        per flow of the batch, its TCP analysis slot (-1 if not TCP)."""
-        names = batch.process_names
-        interface = batch.interfaces.name
-        new: list[FlowKey] = []
-        slots: list[int] = []
-        columns = (
-            groups.iface.tolist(), groups.proto.tolist(),
-            groups.l_hi.tolist(), groups.l_lo.tolist(), groups.lport.tolist(),
-            groups.r_hi.tolist(), groups.r_lo.tolist(), groups.rport.tolist(),
-            groups.rx_bytes.tolist(), groups.tx_bytes.tolist(),
-            groups.rx_packets.tolist(), groups.tx_packets.tolist(),
-            groups.first_ts.tolist(), groups.last_ts.tolist(), groups.transport.tolist(),
-            groups.syn_out.tolist(), groups.syn_in.tolist(), groups.closed.tolist(),
-            groups.pid.tolist(),
+    def _create_flows(
+        self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch
+    ) -> list[FlowKey]:
+        """Make the batch's new flows (filling their `slots`); returns those to look up."""
+        fresh = np.flatnonzero(slots < 0)
+        if not len(fresh):
+            return []
+        names, interface = batch.process_names, batch.interfaces.name
+        conversations, local_is_a = conversation_hashes(
+            groups.iface[fresh], groups.proto[fresh],
+            groups.l_hi[fresh], groups.l_lo[fresh], groups.lport[fresh],
+            groups.r_hi[fresh], groups.r_lo[fresh], groups.rport[fresh],
         )  # fmt: skip
-        flows = self.flows
-        for (
-            iface, proto, l_hi, l_lo, lport, r_hi, r_lo, rport,
-            rx_b, tx_b, rx_p, tx_p, first, last, transport, syn_out, syn_in, closed, pid,
-        ) in zip(*columns, strict=True):  # fmt: skip
-            key = FlowKey(
-                interface(iface), proto, (l_hi << 64) | l_lo, lport, (r_hi << 64) | r_lo, rport
+        columns = zip(
+            groups.iface[fresh].tolist(), groups.proto[fresh].tolist(),
+            groups.l_hi[fresh].tolist(), groups.l_lo[fresh].tolist(),
+            groups.lport[fresh].tolist(), groups.r_hi[fresh].tolist(),
+            groups.r_lo[fresh].tolist(), groups.rport[fresh].tolist(),
+            strict=True,
+        )  # fmt: skip
+        lookups: list[FlowKey] = []
+        table = self.table
+        for i, row, conversation, a_is_local in zip(
+            fresh.tolist(), columns, conversations.tolist(), local_is_a.tolist(), strict=True
+        ):
+            iface, proto, l_hi, l_lo, lport, r_hi, r_lo, rport = row
+            key = FlowKey(interface(iface), proto, (l_hi << 64) | l_lo, lport,
+                          (r_hi << 64) | r_lo, rport)  # fmt: skip
+            flow = self.flows[key] = table.create(
+                key, row, int(groups.key_hash[i]), HISTORY_SECONDS
             )
-            flow = flows.get(key)
-            if flow is None:
-                flow = flows[key] = Flow(key, first, HISTORY_SECONDS)
-                if proto == IPPROTO_TCP and transport:
-                    flow.tcp_slot = self.tcp.allocate()
-                endpoints = (proto, key.laddr, lport, key.raddr, rport)
-                self._endpoints[endpoints] = self._endpoints.get(endpoints, 0) + 1
-                if pid >= 0:
-                    flow.attribute(ProcessRef(pid, names.get(pid, str(pid))), None)
-                elif proto not in (IPPROTO_TCP, IPPROTO_UDP):
-                    flow.attribute(None, UnknownReason.NOT_SOCKET)
-                elif not transport:
-                    flow.attribute(None, UnknownReason.NO_PORTS)
-                elif not self.process_lookups:
-                    flow.attribute(None, UnknownReason.NO_PROCESS_INFO)
-                else:
-                    new.append(key)
-            elif flow.owner is None and pid >= 0:
+            slots[i] = flow.slot
+            self.tcp.ensure(table.capacity)
+            self.tcp.reset(flow.slot)
+            arrays = table.arrays
+            arrays["first_seen"][flow.slot] = groups.first_ts[i]
+            arrays["conversation"][flow.slot] = conversation
+            self._sides.add(conversation, a_is_local)
+            pid = int(groups.pid[i])
+            if pid >= 0:
                 flow.attribute(ProcessRef(pid, names.get(pid, str(pid))), None)
-            flow.rx_bytes += rx_b
-            flow.tx_bytes += tx_b
-            flow.rx_packets += rx_p
-            flow.tx_packets += tx_p
-            flow.tick_rx += rx_b
-            flow.tick_tx += tx_b
-            flow.last_seen = max(flow.last_seen, last)
-            if flow.outbound is None and (syn_out or syn_in):
-                flow.outbound = syn_out
-            flow.closed = flow.closed or closed
-            slots.append(flow.tcp_slot)
-        return new, np.asarray(slots, np.int64)
+            elif proto not in (IPPROTO_TCP, IPPROTO_UDP):
+                flow.attribute(None, UnknownReason.NOT_SOCKET)
+            elif not groups.transport[i]:
+                flow.attribute(None, UnknownReason.NO_PORTS)
+            elif not self.process_lookups:
+                flow.attribute(None, UnknownReason.NO_PROCESS_INFO)
+            else:
+                lookups.append(key)
+        return lookups
+
+    def _add(self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch) -> None:
+        """Each flow's share of the batch, added with array operations."""
+        a = self.table.arrays
+        # a flow appears once per batch, so plain fancy-index updates are exact
+        for counter, values in (
+            ("rx_bytes", groups.rx_bytes), ("tx_bytes", groups.tx_bytes),
+            ("rx_packets", groups.rx_packets), ("tx_packets", groups.tx_packets),
+            ("tick_rx", groups.rx_bytes), ("tick_tx", groups.tx_bytes),
+        ):  # fmt: skip
+            a[counter][slots] += values
+        a["last_seen"][slots] = np.maximum(a["last_seen"][slots], groups.last_ts)
+        a["closed"][slots] |= groups.closed
+        opened = (a["outbound"][slots] < 0) & (groups.syn_out | groups.syn_in)
+        a["outbound"][slots[opened]] = groups.syn_out[opened]
+        # a process the capture names (PKTAP) for a flow that had none
+        named = np.flatnonzero((groups.pid >= 0) & ~a["owned"][slots])
+        for i in named.tolist():
+            pid = int(groups.pid[i])
+            flow = self.table.flows[int(slots[i])]
+            flow.attribute(ProcessRef(pid, batch.process_names.get(pid, str(pid))), None)
 
     # sockets ---------------------------------------------------------------
 
@@ -273,9 +278,10 @@ class Engine:
         reasons = dict(self._retired_reasons)
         connections: list[ConnectionRow] = []
         retire: list[Flow] = []
+        a = self.table.arrays
         for flow in self.flows.values():
-            rx_rate, tx_rate = flow.tick_rx / elapsed, flow.tick_tx / elapsed
-            flow.tick_rx = flow.tick_tx = 0
+            rx_rate = float(a["tick_rx"][flow.slot]) / elapsed
+            tx_rate = float(a["tick_tx"][flow.slot]) / elapsed
             flow.rx_history.append(rx_rate)
             flow.tx_history.append(tx_rate)
             owner = flow.owner
@@ -292,6 +298,8 @@ class Engine:
             if flow.last_seen < now - self.retire_after:
                 retire.append(flow)
             connections.append(self._connection_row(flow, rx_rate, tx_rate, now))
+        a["tick_rx"][:] = 0
+        a["tick_tx"][:] = 0
         for flow in retire:
             self._retire(flow)
 
@@ -363,21 +371,15 @@ class Engine:
             reason = str(flow.reason or UnknownReason.NO_SOCKET)
             self._retired_reasons[reason] = self._retired_reasons.get(reason, 0) + traffic.bytes
         del self.flows[flow.key]
-        if flow.tcp_slot >= 0:
-            self.tcp.release(flow.tcp_slot)
+        self._sides.remove(int(self.table.arrays["conversation"][flow.slot]))
         if self.dns is not None:
             self.dns.forget_flow(flow.key)
-        k = flow.key
-        endpoints = (k.proto, k.laddr, k.lport, k.raddr, k.rport)
-        if self._endpoints[endpoints] == 1:
-            del self._endpoints[endpoints]
-        else:
-            self._endpoints[endpoints] -= 1
+        self.table.release(flow)
 
     def _tcp_health(self, flow: Flow, now: float) -> TcpHealthRow | None:
-        if flow.tcp_slot < 0:
+        if flow.key.proto != IPPROTO_TCP or flow.reason is UnknownReason.NO_PORTS:
             return None
-        figures = self.tcp.figures(flow.tcp_slot, now)
+        figures = self.tcp.figures(flow.slot, now)
         sock = flow.socket
         kernel = sock.tcp if sock is not None and sock.connected else None
         kernel_count = kernel.total_retrans if kernel else None

@@ -8,7 +8,8 @@ local, remote) with a 64-bit hash, sorted once; counters are summed with
 Packets whose direction the capture does not know (plain pcap files) are
 oriented per conversation: an existing flow decides; otherwise the endpoint
 that sent the conversation's first packet is the local one, except that the
-receiver of a SYN-ACK is (it opened the connection).
+receiver of a SYN-ACK is (it opened the connection). Conversations are told
+apart by a 64-bit hash of their endpoints.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class FlowGroups:
     closed: Bool  # FIN or RST seen
     pid: I64  # a pid the capture gave for the flow, else -1
     row_group: I64  # for every packet of the batch, the index of its flow here
+    key_hash: U64  # hash of each flow's key, as the flow table indexes it
 
     def __len__(self) -> int:
         return len(self.iface)
@@ -87,11 +89,11 @@ def _mix(columns: list[npt.NDArray[np.uint64]]) -> U64:
 SMALL = 64  # below this many rows a dict groups faster than arrays
 
 
-def _group(columns: list[npt.NDArray[np.uint64]]) -> tuple[I64, I64]:
-    """(first row of each group, group of each row); exact even if hashes collide.
+def _group(columns: list[npt.NDArray[np.uint64]]) -> tuple[I64, I64, U64]:
+    """(a row of each group, group of each row, hash of each group's key).
 
-    Groups are numbered in the order of the hashes, or of first appearance for
-    small batches; nothing depends on which.
+    Exact even if hashes collide. Groups are numbered in the order of the
+    hashes, or of first appearance for small batches; nothing depends on which.
     """
     if len(columns[0]) <= SMALL:
         groups: dict[tuple[int, ...], int] = {}
@@ -102,57 +104,71 @@ def _group(columns: list[npt.NDArray[np.uint64]]) -> tuple[I64, I64]:
         inverse_small = np.asarray(inverse_list, np.int64)
         first_small = np.full(len(groups), len(inverse_list), np.int64)
         np.minimum.at(first_small, inverse_small, np.arange(len(inverse_list)))
-        return first_small, inverse_small
+        return first_small, inverse_small, _mix([c[first_small] for c in columns])
     hashes = _mix(columns)
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    inverse = np.unique(hashes, return_inverse=True)[1].reshape(-1)
+    first = _representatives(inverse)
     for column in columns:
         if not np.array_equal(column, column[first][inverse]):
             stacked = np.ascontiguousarray(np.stack(columns, axis=1))
             rows = stacked.view(np.dtype((np.void, stacked.dtype.itemsize * len(columns))))
             _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
-            return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
-    return first.astype(np.int64), inverse.astype(np.int64)
+            first = first.astype(np.int64)
+            return first, inverse.reshape(-1).astype(np.int64), hashes[first]
+    return first.astype(np.int64), inverse.astype(np.int64), hashes[first]
 
 
-OrientationLookup = Callable[[int, int, int, int, int, int, int, int], bool | None]
+def _representatives(inverse: I64) -> I64:
+    """A row of each group (which one does not matter: they share the key)."""
+    rows = np.empty(int(inverse.max()) + 1 if len(inverse) else 0, np.int64)
+    rows[inverse] = np.arange(len(inverse))
+    return rows
 
 
-def orient(batch: PacketBatch, local_is_src: OrientationLookup) -> npt.NDArray[np.int8]:
+def conversation_hashes(
+    iface: I64, proto: I64, s_hi: U64, s_lo: U64, sport: I64, d_hi: U64, d_lo: U64, dport: I64
+) -> tuple[U64, Bool]:
+    """A hash per conversation, the same in both directions, and whether the
+    source is its canonical first endpoint ("a")."""
+    src_first = (s_hi < d_hi) | (
+        (s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (sport <= dport)))
+    )
+    a_hi, b_hi = np.where(src_first, s_hi, d_hi), np.where(src_first, d_hi, s_hi)
+    a_lo, b_lo = np.where(src_first, s_lo, d_lo), np.where(src_first, d_lo, s_lo)
+    a_port, b_port = np.where(src_first, sport, dport), np.where(src_first, dport, sport)
+    ports = (a_port.astype(np.uint64) << np.uint64(16)) | b_port.astype(np.uint64)
+    iface_proto = (iface.astype(np.uint64) << np.uint64(8)) | proto.astype(np.uint64)
+    return _mix([iface_proto, a_hi, a_lo, ports, b_hi, b_lo]), src_first
+
+
+SidesLookup = Callable[[U64], npt.NDArray[np.int8]]
+
+
+def orient(batch: PacketBatch, sides: SidesLookup) -> npt.NDArray[np.int8]:
     """Directions for every row, deciding UNKNOWN ones per conversation.
 
-    `local_is_src(iface, proto, src_hi, src_lo, sport, dst_hi, dst_lo, dport)`
-    answers from existing flows: True if the source is a known local endpoint,
-    False if the destination is, None if the conversation is new.
+    `sides(hashes)` answers from existing flows, per conversation hash: 1 if
+    its "a" endpoint is local, 0 if "b" is, -1 if the conversation is new.
     """
     direction = batch.direction.copy()
     unknown = np.flatnonzero(direction == Direction.UNKNOWN)
     if not len(unknown):
         return direction
-    s = (batch.src_hi[unknown], batch.src_lo[unknown], batch.sport[unknown].astype(np.uint64))
-    d = (batch.dst_hi[unknown], batch.dst_lo[unknown], batch.dport[unknown].astype(np.uint64))
-    # order the two endpoints so both directions of a conversation share a key
-    src_first = (s[0] < d[0]) | (
-        (s[0] == d[0]) & ((s[1] < d[1]) | ((s[1] == d[1]) & (s[2] <= d[2])))
-    )
-    a = [np.where(src_first, x, y) for x, y in zip(s, d, strict=True)]
-    b = [np.where(src_first, y, x) for x, y in zip(s, d, strict=True)]
-    iface = batch.iface[unknown].astype(np.uint64)
-    proto = batch.proto[unknown].astype(np.uint64)
-    first, inverse = _group([(iface << np.uint64(8)) | proto, *a, *b])
-    flags = batch.tcp_flags[unknown]
-    local_is_a = np.zeros(len(first), np.bool_)
-    for g, row in enumerate(first.tolist()):
-        i = int(unknown[row])
-        known = local_is_src(
-            int(batch.iface[i]), int(batch.proto[i]),
-            int(batch.src_hi[i]), int(batch.src_lo[i]), int(batch.sport[i]),
-            int(batch.dst_hi[i]), int(batch.dst_lo[i]), int(batch.dport[i]),
-        )  # fmt: skip
-        if known is None:  # a new conversation: its first sender is local...
-            known = (int(flags[row]) & (TCP_SYN | TCP_ACK)) != (TCP_SYN | TCP_ACK)
-        # ...unless that packet is a SYN-ACK, whose receiver opened the connection
-        local_is_a[g] = known == bool(src_first[row])
+    hashes, src_first = conversation_hashes(
+        batch.iface[unknown], batch.proto[unknown],
+        batch.src_hi[unknown], batch.src_lo[unknown], batch.sport[unknown],
+        batch.dst_hi[unknown], batch.dst_lo[unknown], batch.dport[unknown],
+    )  # fmt: skip
+    conversations, inverse = np.unique(hashes, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    first = np.full(len(conversations), len(inverse), np.int64)
+    np.minimum.at(first, inverse, np.arange(len(inverse)))  # the first packet decides
+    known = sides(conversations)
+    # a new conversation: its first sender is local, unless that packet is a
+    # SYN-ACK, whose receiver opened the connection
+    flags = batch.tcp_flags[unknown[first]]
+    first_sender_local = (flags & (TCP_SYN | TCP_ACK)) != (TCP_SYN | TCP_ACK)
+    local_is_a = np.where(known >= 0, known == 1, first_sender_local == src_first[first])
     tx = src_first == local_is_a[inverse]
     direction[unknown] = np.where(tx, Direction.TX, Direction.RX).astype(np.int8)
     return direction
@@ -168,7 +184,7 @@ def group(batch: PacketBatch, direction: npt.NDArray[np.int8]) -> FlowGroups:
     rport = np.where(rx, batch.sport, batch.dport)
     iface_proto = (batch.iface.astype(np.uint64) << np.uint64(8)) | batch.proto.astype(np.uint64)
     ports = (lport.astype(np.uint64) << np.uint64(16)) | rport.astype(np.uint64)
-    first, inverse = _group([iface_proto, l_hi, l_lo, ports, r_hi, r_lo])
+    first, inverse, key_hash = _group([iface_proto, l_hi, l_lo, ports, r_hi, r_lo])
     n_groups = len(first)
 
     def total(mask: Bool, weights: I64 | None = None) -> I64:
@@ -211,4 +227,5 @@ def group(batch: PacketBatch, direction: npt.NDArray[np.int8]) -> FlowGroups:
         closed=seen((flags & (TCP_FIN | TCP_RST)) != 0),
         pid=pid,
         row_group=inverse,
+        key_hash=key_hash,
     )

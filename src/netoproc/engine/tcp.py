@@ -96,11 +96,9 @@ _STATE: dict[str, tuple[type[np.generic], object, tuple[int, ...]]] = {
 
 
 class TcpHealth:
-    """Per-flow TCP analysis state, one slot per flow."""
+    """Per-flow TCP analysis state, in the flow table's slots."""
 
     def __init__(self, capacity: int = 256) -> None:
-        self._size = 0
-        self._free: list[int] = []
         self._arrays: dict[str, npt.NDArray[Any]] = {}
         self._grow(capacity)
 
@@ -113,18 +111,15 @@ class TcpHealth:
             self._arrays[name] = grown
         self._capacity = capacity
 
-    def allocate(self) -> int:
-        if self._free:
-            return self._free.pop()
-        if self._size == self._capacity:
-            self._grow(self._capacity * 2)
-        self._size += 1
-        return self._size - 1
+    def ensure(self, capacity: int) -> None:
+        """Room for slots below `capacity` (the flow table's)."""
+        if capacity > self._capacity:
+            self._grow(capacity)
 
-    def release(self, slot: int) -> None:
+    def reset(self, slot: int) -> None:
+        """Forget a slot's flow: its next flow starts afresh."""
         for name, (_dtype, empty, _extra) in _STATE.items():
             self._arrays[name][slot] = empty
-        self._free.append(slot)
 
     # the batch analysis --------------------------------------------------------
 
@@ -144,7 +139,9 @@ class TcpHealth:
         """Take a batch's TCP rows (any order of slots, arrival order within a slot)."""
         if not len(slot):
             return
-        order = np.argsort(slot, kind="stable")
+        # a stable sort keeps arrival order within a flow; on 16-bit keys it is a radix sort
+        small = self._capacity <= 0xFFFF
+        order = np.argsort(slot.astype(np.uint16) if small else slot, kind="stable")
         slot, direction, ts = slot[order], direction[order], ts[order]
         seq, ack, flags, payload = seq[order], ack[order], flags[order], payload[order]
         window, tsval, tsecr = window[order], tsval[order], tsecr[order]
