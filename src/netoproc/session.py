@@ -36,13 +36,13 @@ log = logging.getLogger("netoproc")
 QUEUE_BYTES = 64 << 20
 # Blocks that arrive within this long of each other are decoded as one batch:
 # each batch has a fixed cost, so a steady trickle must not become 100 batches/s.
-COALESCE_SECONDS = 0.025
-COALESCE_BYTES = 8 << 20
+COALESCE_SECONDS = 0.02
+COALESCE_BYTES = 16 << 20
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
-# The fast lane must run within a millisecond of a packet, even while the engine
-# thread holds the GIL; Python's default hand-over interval is 5 ms.
-GIL_SWITCH_SECONDS = 0.0002
+# The fast lane must run within about a millisecond of a packet, even while the
+# engine thread holds the GIL; Python's default hand-over interval is 5 ms.
+GIL_SWITCH_SECONDS = 0.001
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ library so they run anywhere the tests do.
     python peers.py tcp-echo ADDRESS PORT        echo every byte back, as it arrives
     python peers.py rtt-client NAME HOST PORT COUNT GAP_MS   timed requests; tcp_info at the end
     python peers.py bulk-client NAME HOST PORT BYTES    send BYTES with CUBIC; tcp_info at the end
+    python peers.py udp-stream NAME HOST PORT RATE SECONDS   RATE datagrams/s, paced, no replies
     python peers.py hold-server PORT                    accept connections and keep them open
     python peers.py hold-conns NAME HOST PORT COUNT SECONDS   open COUNT connections, hold them
 """
@@ -276,6 +277,21 @@ def bulk_client(name: str, host: str, port: int, n: int) -> None:
     conn.close()
 
 
+def udp_stream(name: str, host: str, port: int, rate: int, seconds: int) -> None:
+    set_name(name)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    payload = os.urandom(200)
+    started = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(elapsed * rate)
+        while sent < due:
+            s.sendto(payload, (host, port))
+            sent += 1
+        time.sleep(0.01)
+    print(json.dumps({"pid": os.getpid(), "sent": sent}), flush=True)
+
+
 def raise_fd_limit(needed: int) -> None:
     import resource
 
@@ -318,6 +334,7 @@ COMMANDS = {
     "tcp-echo": (tcp_echo, (str, int)),
     "rtt-client": (rtt_client, (str, str, int, int, int)),
     "bulk-client": (bulk_client, (str, str, int, int)),
+    "udp-stream": (udp_stream, (str, str, int, int, int)),
     "hold-server": (hold_server, (int,)),
     "hold-conns": (hold_conns, (str, str, int, int, int)),
 }

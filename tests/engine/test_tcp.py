@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from netoproc.engine import Engine
@@ -79,20 +80,30 @@ def test_inbound_handshake_is_timed_from_our_syn_ack() -> None:
 
 
 def test_data_samples_are_smoothed_like_tcp() -> None:
-    packets = [seg(0, TX, 100, flags=SYN), seg(10, RX, 900, 101, SYN | ACK)]
+    batches = [[seg(0, TX, 100, flags=SYN), seg(10, RX, 900, 101, SYN | ACK)]]
     seq, t = 101, 10.0
     for rtt in (20.0, 40.0):  # one segment in flight at a time, acked after `rtt`
-        packets += [seg(t, TX, seq, 901, PSH | ACK, 1000), seg(t + rtt, RX, 901, seq + 1000)]
+        batches.append([seg(t, TX, seq, 901, PSH | ACK, 1000), seg(t + rtt, RX, 901, seq + 1000)])
         seq += 1000
         t += rtt
-    h = health(run(packets))
+    h = health(run(*batches))
     srtt = 10.0
     for sample in (20.0, 40.0):
         srtt += (sample - srtt) / 8
     assert h.rtt_ms == pytest.approx(srtt, abs=0.01)
-    assert h.jitter_ms == pytest.approx(
-        float(__import__("numpy").std([10.0, 20.0, 40.0])), abs=0.01
-    )
+    assert h.jitter_ms == pytest.approx(float(np.std([10.0, 20.0, 40.0])), abs=0.01)
+
+
+def test_a_batch_times_few_round_trips_per_flow_and_none_stale() -> None:
+    # four round trips in one batch: only the first is timed (batches come every few
+    # ms, so that is plenty), and no probe is left open for a later, unrelated ACK
+    packets, seq, t = [], 100, 0.0
+    for rtt in (10.0, 20.0, 30.0, 40.0):
+        packets += [seg(t, TX, seq, 1, PSH | ACK, 100), seg(t + rtt, RX, 1, seq + 100)]
+        seq, t = seq + 100, t + rtt
+    engine = run(packets, [seg(500, RX, 1, seq)])  # a late duplicate ACK for everything
+    h = health(engine)
+    assert h.rtt_ms == pytest.approx(10.0, abs=0.01)
 
 
 def test_karns_rule_drops_samples_of_resent_segments() -> None:

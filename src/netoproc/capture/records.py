@@ -32,9 +32,13 @@ LINKTYPE_IPV6 = 229
 LINKTYPE_PKTAP = 258
 LINKTYPE_LINUX_SLL2 = 276
 
-# Zero bytes after the last record, so decoders can gather fixed-size header
-# windows without a bounds check per packet; lengths decide what is valid.
+# Bytes after the last record, so decoders can gather fixed-size header windows
+# without a bounds check per packet. Their content is anything: lengths decide
+# what is valid, and nothing past a record's captured length is interpreted.
 GUARD_BYTES = 256
+# What `build_block` pads with: not zero, so tests would notice a decoder
+# reading meaning into the guard.
+_GUARD_FILL = b"\xa5"
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -83,7 +87,7 @@ class InterfaceTable:
 class RecordBlock:
     """A run of captured records sharing one buffer.
 
-    `data` ends with at least GUARD_BYTES zero bytes. `iface` is -1 and `pid`
+    `data` ends with at least GUARD_BYTES bytes of padding. `iface` is -1 and `pid`
     is -1 where the source does not know them; `direction` holds
     `model.Direction` values.
     """
@@ -141,7 +145,7 @@ def build_block(
         position += len(frame)
     caplen = np.fromiter((len(f) for f in frames), np.int64, n)
     return RecordBlock(
-        data=b"".join(frames) + bytes(GUARD_BYTES),
+        data=b"".join(frames) + _GUARD_FILL * GUARD_BYTES,
         offset=offsets,
         caplen=caplen,
         wirelen=caplen.copy() if wirelen is None else np.asarray(wirelen, np.int64),

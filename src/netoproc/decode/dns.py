@@ -145,9 +145,9 @@ def _label_text(raw: bytes) -> str:
 def _name(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
     """The name at `pos` and the offset after its inline part.
 
-    The usual name, plain labels ending at the root or at a pointer to a name
-    already seen, is read here; any other (pointers to names not seen yet,
-    bytes to escape, every error) by `_walk`.
+    The usual name, plain labels ending at the root or at a pointer, is read
+    here; a pointer to a name not seen yet is followed by `_walk`, and any
+    other name (bytes to escape, every error) is read by `_walk` alone.
     """
     start = pos
     size = len(data)
@@ -160,40 +160,41 @@ def _name(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
         raws.append(data[pos + 1 : end])
         pos = end
     if pos >= size:
-        return _walk(data, start, seen)
+        return _walk_inline(data, start, seen)
     if data[pos] == 0:
         tail, tail_wire, first, end = "", 1, -1, pos + 1
     elif data[pos] >= 0xC0 and pos + 1 < size:
         first = (data[pos] & 0x3F) << 8 | data[pos + 1]
-        hit = seen.get(first)
-        if hit is None or first >= start:
-            return _walk(data, start, seen)
-        tail, tail_wire, end = hit[0], hit[1], pos + 2
+        if first >= start:
+            return _walk_inline(data, start, seen)
+        tail, tail_wire = (seen.get(first) or _walk(data, first, seen))[:2]
+        end = pos + 2
     else:
-        return _walk(data, start, seen)
+        return _walk_inline(data, start, seen)
     if not raws:
         return tail, end
     wire = tail_wire + pos - start
     joined = b".".join(raws)
     if wire > MAX_NAME or joined.translate(None, _NAME_PLAIN_DOT) or joined.count(46) >= len(raws):
-        return _walk(data, start, seen)
+        return _walk_inline(data, start, seen)
     text = f"{joined.decode('ascii')}.{tail}" if tail else joined.decode("ascii")
-    at = start
-    for raw in raws:  # each label starts a name a later pointer may use
-        seen[at] = (text[at - start :], wire - at + start, end, first)
-        at += len(raw) + 1
+    seen[start] = (text, wire, end, first)  # a pointer to a label inside is left to `_walk`
     return text, end
 
 
-def _walk(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
-    """`_name` for any name, with every check.
+def _walk_inline(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
+    text, _, end, _ = _walk(data, pos, seen)
+    return text, end
+
+
+def _walk(data: bytes, pos: int, seen: _Seen) -> tuple[str, int, int, int]:
+    """The name at `pos` with every check, as `seen` holds it.
 
     Every label and pointer walked is remembered in `seen` with the name that
-    starts there, and a walk stops at the first offset already seen, so each
-    offset of a message is walked at most once. The rules are those of a
-    fresh walk: the first pointer must point before the start of the name,
-    every later one before the previous target (an entry in `seen` always
-    satisfies this for its own offset).
+    starts there, and a walk stops at the first offset already seen, so no
+    offset is walked twice. The rules are those of a fresh walk: the first
+    pointer must point before the start of the name, every later one before
+    the previous target (an entry in `seen` satisfies this for its offset).
     """
     size = len(data)
     offsets: list[int] = []  # of every label and pointer walked
@@ -209,12 +210,16 @@ def _walk(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
                 raise DnsError("compression pointer does not point backwards")
             if wire - 1 + tail_wire > MAX_NAME:
                 raise DnsError("name longer than 255 bytes")
+            if not offsets:
+                return hit
             break
         if pos >= size:
             raise DnsError("name runs past the end")
         length = data[pos]
         if length == 0:
             text, tail_wire, end, first = "", 1, pos + 1, -1
+            if not offsets:
+                return text, tail_wire, end, first
             break
         if length >= 0xC0:
             if pos + 1 >= size:
@@ -238,8 +243,6 @@ def _walk(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
         offsets.append(pos)
         labels.append(data[pos + 1 : end])
         pos = end
-    if not offsets:
-        return text, end
     ends.extend([end] * (len(offsets) - len(ends)))
     wire = tail_wire
     for index in range(len(offsets) - 1, -1, -1):
@@ -251,7 +254,7 @@ def _walk(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:
         else:
             first = (data[offsets[index]] & 0x3F) << 8 | data[offsets[index] + 1]
         seen[offsets[index]] = (text, wire, ends[index], first)
-    return text, ends[0]
+    return seen[offsets[0]]
 
 
 def _rdata_name(data: bytes, pos: int, seen: _Seen) -> tuple[str, int]:

@@ -76,12 +76,13 @@ class FlowGroups:
 
 
 def _mix(columns: list[npt.NDArray[np.uint64]]) -> U64:
-    h = np.zeros(len(columns[0]), np.uint64)
+    """A 64-bit hash per row: columns times odd constants, xor-ed, then mixed."""
     with np.errstate(over="ignore"):
-        for column, multiplier in zip(columns, _MULTIPLIERS, strict=False):
-            h ^= column * multiplier
-            h ^= h >> np.uint64(29)
-        h *= _MULTIPLIERS[0]
+        h = columns[0] * _MULTIPLIERS[0]
+        for column, multiplier in zip(columns[1:], _MULTIPLIERS[1:], strict=False):
+            h ^= (column * multiplier) ^ (column >> np.uint64(31))
+        h ^= h >> np.uint64(29)
+        h *= _MULTIPLIERS[1]
         h ^= h >> np.uint64(32)
     return h
 
@@ -108,14 +109,13 @@ def _group(columns: list[npt.NDArray[np.uint64]]) -> tuple[I64, I64, U64]:
     hashes = _mix(columns)
     inverse = np.unique(hashes, return_inverse=True)[1].reshape(-1)
     first = _representatives(inverse)
-    for column in columns:
-        if not np.array_equal(column, column[first][inverse]):
-            stacked = np.ascontiguousarray(np.stack(columns, axis=1))
-            rows = stacked.view(np.dtype((np.void, stacked.dtype.itemsize * len(columns))))
-            _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
-            first = first.astype(np.int64)
-            return first, inverse.reshape(-1).astype(np.int64), hashes[first]
-    return first.astype(np.int64), inverse.astype(np.int64), hashes[first]
+    stacked = np.stack(columns, axis=1)
+    if not (stacked == stacked[first[inverse]]).all():  # two keys share a hash: group exactly
+        rows = stacked.view(np.dtype((np.void, stacked.dtype.itemsize * len(columns))))
+        _, first, inverse = np.unique(rows.ravel(), return_index=True, return_inverse=True)
+        first = first.astype(np.int64)
+        return first, inverse.reshape(-1).astype(np.int64), hashes[first]
+    return first, inverse.astype(np.int64), hashes[first]
 
 
 def _representatives(inverse: I64) -> I64:

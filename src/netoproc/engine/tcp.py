@@ -27,7 +27,7 @@ from netoproc.model import Direction
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 SAMPLES = 32  # RTT samples kept per flow, for jitter
 JITTER_SECONDS = 10.0
-PROBE_ROUNDS = 3  # RTT samples per flow per batch: at most this, plus one
+PROBE_ROUNDS = 1  # RTT samples per flow per batch: at most this, plus one
 _M32 = 0xFFFFFFFF
 
 I64 = npt.NDArray[np.int64]

@@ -1,6 +1,6 @@
-"""DNS parsing throughput: messages per second of `parse_message` on a mixed corpus.
+"""DNS throughput: messages per second parsed, and parsed and matched.
 
-    python bench/dns.py [--messages 200000] [--repeat 5] [--dnspython]
+    python bench/dns_parse.py [--messages 200000] [--repeat 5] [--dnspython]
 
 The corpus is built once with dnspython: queries (some with EDNS) and
 responses with a CNAME chain and several A/AAAA records, name compression as
@@ -8,27 +8,26 @@ dnspython writes it, the mix of the research corpus (research/python_deps.md
 section 2). Each parser runs over the corpus until `--messages` messages are
 parsed; best of `--repeat` runs, in CPU time of this process (other load on a
 shared machine does not count). `--dnspython` adds dnspython's own parser for
-comparison. Prints one table.
+comparison. A last row times the DNS engine: every query and its response
+go through `DnsTracker.observe` on their own client port, so each message is
+parsed and matched to its transaction (latency, answer, resolver statistics,
+names for addresses). Prints one table.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-# This file shares its name with dnspython's package: keep its directory off the path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
 
 import dns.message
 import dns.name
 import dns.rrset
 
 from netoproc.decode.dns import parse_message
+from netoproc.engine.dns import DnsTracker
+from netoproc.model import IPPROTO_UDP, FlowKey, parse_addr
 
 NAMES = ["www.example.com", "api.github.com", "login.microsoftonline.com", "a.b.c.example.org",
          "cdn.jsdelivr.net", "mail.google.com", "x.co"]  # fmt: skip
@@ -66,6 +65,25 @@ def rate(parse: Callable[[bytes], object], messages: list[bytes], count: int, re
     return rounds * len(messages) / best
 
 
+def matched_rate(messages: list[bytes], count: int, repeat: int) -> float:
+    """Messages per second through the tracker: each query then its response, matched."""
+    client, server = parse_addr("192.0.2.1"), parse_addr("192.0.2.53")
+    pairs = list(zip(messages[0::2], messages[1::2], strict=True))
+    rounds = max(1, count // len(messages))
+    best = float("inf")
+    for _ in range(repeat):
+        tracker = DnsTracker()
+        observe = tracker.observe
+        start = time.process_time()
+        for r in range(rounds):
+            key = FlowKey("eth0", IPPROTO_UDP, client, 1024 + r % 60000, server, 53)
+            for query, response in pairs:
+                observe(r * 0.001, key, True, query)
+                observe(r * 0.001 + 0.0002, key, False, response)
+        best = min(best, time.process_time() - start)
+    return rounds * len(messages) / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
@@ -89,6 +107,8 @@ def main() -> None:
         r = rate(parse, responses, count, args.repeat)
         mixed = rate(parse, messages, count, args.repeat)
         print(f"{label:<10} {q:>12,.0f} {r:>12,.0f} {mixed:>12,.0f} {1e6 / mixed:>8.2f}")
+    matched = matched_rate(messages, args.messages, args.repeat)
+    print(f"{'parsed and matched (DNS engine)':<36} {matched:>12,.0f} {1e6 / matched:>8.2f}")
 
 
 if __name__ == "__main__":
