@@ -59,7 +59,7 @@ def never_known(hashes: npt.NDArray[np.uint64]) -> npt.NDArray[np.int8]:
 
 
 def directions(b: PacketBatch, lookup: grouping.SidesLookup = never_known) -> list[int]:
-    return [int(d) for d in orient(b, lookup)]
+    return [int(d) for d in orient(b, lookup)[0]]
 
 
 @pytest.fixture(params=["small", "hashed", "all-collide"])
@@ -139,7 +139,7 @@ def test_unknown_direction_syn_ack_first_makes_its_receiver_local() -> None:
         Pkt(ip(B, A, tcp(80, 40000, ACK, payload=100))),
     )
     assert directions(b) == [RX, TX, RX]
-    g = group(b, orient(b, never_known))
+    g = group(b, *orient(b, never_known))
     assert by_flow(g) == {
         (ETH0, IPPROTO_TCP, addr(A), 40000, addr(B), 80): Traffic(2 * TCP4 + 100, TCP4, 2, 1),
     }
@@ -201,3 +201,12 @@ def test_collision_fallback_keeps_distinct_flows_apart(monkeypatch: pytest.Monke
         for p in range(7)
     }
     assert by_flow(g) == expected
+
+
+def test_orients_own_grouping_equals_grouping_afresh() -> None:
+    b = batch(*(Pkt(ip(A if i % 3 else B, C, udp(1000 + i % 5, 53, payload=i))) for i in range(90)))
+    direction, grouping = orient(b, never_known)
+    assert grouping is not None  # every row was undecided
+    assert by_flow(group(b, direction, grouping)) == by_flow(group(b, direction))
+    mixed = batch(Pkt(ip(A, B, udp(1, 2)), direction=TX), Pkt(ip(A, C, udp(1, 2))))
+    assert orient(mixed, never_known)[1] is None  # some rows were decided by the capture

@@ -103,8 +103,8 @@ class Engine:
             batch = self._join_fragments(batch)
         self._packets += len(batch)
         self._bytes += int(batch.ip_length.sum())
-        direction = orient(batch, self._sides.lookup)
-        groups = group(batch, direction)
+        direction, grouping = orient(batch, self._sides.lookup)
+        groups = group(batch, direction, grouping)
         keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)

@@ -125,11 +125,11 @@ def _representatives(inverse: I64) -> I64:
     return rows
 
 
-def conversation_hashes(
+def _conversation_columns(
     iface: I64, proto: I64, s_hi: U64, s_lo: U64, sport: I64, d_hi: U64, d_lo: U64, dport: I64
-) -> tuple[U64, Bool]:
-    """A hash per conversation, the same in both directions, and whether the
-    source is its canonical first endpoint ("a")."""
+) -> tuple[list[U64], Bool]:
+    """A conversation's key columns, the same in both directions (its endpoints in a
+    canonical order, "a" then "b"), and whether the source is "a"."""
     src_first = (s_hi < d_hi) | (
         (s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (sport <= dport)))
     )
@@ -138,30 +138,42 @@ def conversation_hashes(
     a_port, b_port = np.where(src_first, sport, dport), np.where(src_first, dport, sport)
     ports = (a_port.astype(np.uint64) << np.uint64(16)) | b_port.astype(np.uint64)
     iface_proto = (iface.astype(np.uint64) << np.uint64(8)) | proto.astype(np.uint64)
-    return _mix([iface_proto, a_hi, a_lo, ports, b_hi, b_lo]), src_first
+    return [iface_proto, a_hi, a_lo, ports, b_hi, b_lo], src_first
+
+
+def conversation_hashes(
+    iface: I64, proto: I64, s_hi: U64, s_lo: U64, sport: I64, d_hi: U64, d_lo: U64, dport: I64
+) -> tuple[U64, Bool]:
+    """A hash per conversation, the same in both directions, and whether the
+    source is its canonical first endpoint ("a")."""
+    columns, src_first = _conversation_columns(iface, proto, s_hi, s_lo, sport, d_hi, d_lo, dport)
+    return _mix(columns), src_first
 
 
 SidesLookup = Callable[[U64], npt.NDArray[np.int8]]
+Grouping = tuple[I64, I64]  # (a row of each group, group of each row)
 
 
-def orient(batch: PacketBatch, sides: SidesLookup) -> npt.NDArray[np.int8]:
+def orient(batch: PacketBatch, sides: SidesLookup) -> tuple[npt.NDArray[np.int8], Grouping | None]:
     """Directions for every row, deciding UNKNOWN ones per conversation.
 
     `sides(hashes)` answers from existing flows, per conversation hash: 1 if
     its "a" endpoint is local, 0 if "b" is, -1 if the conversation is new.
+    When every row was undecided, the conversations found are the batch's
+    flows too (each has one local side), and their grouping is returned so
+    `group` need not find them again.
     """
     direction = batch.direction.copy()
     unknown = np.flatnonzero(direction == Direction.UNKNOWN)
     if not len(unknown):
-        return direction
-    hashes, src_first = conversation_hashes(
+        return direction, None
+    columns, src_first = _conversation_columns(
         batch.iface[unknown], batch.proto[unknown],
         batch.src_hi[unknown], batch.src_lo[unknown], batch.sport[unknown],
         batch.dst_hi[unknown], batch.dst_lo[unknown], batch.dport[unknown],
     )  # fmt: skip
-    conversations, inverse = np.unique(hashes, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    first = np.full(len(conversations), len(inverse), np.int64)
+    rep, inverse, conversations = _group(columns)
+    first = np.full(len(rep), len(inverse), np.int64)
     np.minimum.at(first, inverse, np.arange(len(inverse)))  # the first packet decides
     known = sides(conversations)
     # a new conversation: its first sender is local, unless that packet is a
@@ -171,10 +183,13 @@ def orient(batch: PacketBatch, sides: SidesLookup) -> npt.NDArray[np.int8]:
     local_is_a = np.where(known >= 0, known == 1, first_sender_local == src_first[first])
     tx = src_first == local_is_a[inverse]
     direction[unknown] = np.where(tx, Direction.TX, Direction.RX).astype(np.int8)
-    return direction
+    return direction, ((rep, inverse) if len(unknown) == len(direction) else None)
 
 
-def group(batch: PacketBatch, direction: npt.NDArray[np.int8]) -> FlowGroups:
+def group(
+    batch: PacketBatch, direction: npt.NDArray[np.int8], grouping: Grouping | None = None
+) -> FlowGroups:
+    """The batch's flows and each one's share; `grouping` from `orient` when it has one."""
     rx = direction == Direction.RX
     l_hi = np.where(rx, batch.dst_hi, batch.src_hi)
     l_lo = np.where(rx, batch.dst_lo, batch.src_lo)
@@ -184,7 +199,12 @@ def group(batch: PacketBatch, direction: npt.NDArray[np.int8]) -> FlowGroups:
     rport = np.where(rx, batch.sport, batch.dport)
     iface_proto = (batch.iface.astype(np.uint64) << np.uint64(8)) | batch.proto.astype(np.uint64)
     ports = (lport.astype(np.uint64) << np.uint64(16)) | rport.astype(np.uint64)
-    first, inverse, key_hash = _group([iface_proto, l_hi, l_lo, ports, r_hi, r_lo])
+    columns = [iface_proto, l_hi, l_lo, ports, r_hi, r_lo]
+    if grouping is None:
+        first, inverse, key_hash = _group(columns)
+    else:
+        first, inverse = grouping
+        key_hash = _mix([column[first] for column in columns])
     n_groups = len(first)
 
     def total(mask: Bool, weights: I64 | None = None) -> I64:
