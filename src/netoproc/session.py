@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from netoproc.platform import Platform, PlatformError, open_platform
 from netoproc.snapshot import Snapshot
 
 log = logging.getLogger("netoproc")
+T = TypeVar("T")
 
 QUEUE_BYTES = 64 << 20
 # Blocks that arrive within this long of each other are decoded as one batch:
@@ -125,10 +127,19 @@ class LiveSession:
 
     def _capture_loop(self) -> None:
         while not self.stopping.is_set():
-            for block in self.capture.read(0.05):
+            try:
+                blocks = self.capture.read(0.05)
+            except OSError as exc:  # e.g. the one interface went away: keep trying
+                log.debug("capture read failed: %s", exc)
+                self.stopping.wait(0.5)
+                continue
+            for block in blocks:
                 self.queue.put(block)
-        for block in self.capture.drain():
-            self.queue.put(block)
+        try:
+            for block in self.capture.drain():
+                self.queue.put(block)
+        except OSError as exc:
+            log.debug("capture drain failed: %s", exc)
 
     def _first_packets_loop(self) -> None:
         assert self.first_packets is not None and self.platform is not None
@@ -136,7 +147,13 @@ class LiveSession:
         budget, refilled = float(PREFETCH_PER_SECOND), self.clock.monotonic()
         while not self.stopping.is_set():
             flows = []
-            for linktype, data, _iface in self.first_packets.read():
+            try:
+                arrived = self.first_packets.read()
+            except OSError as exc:
+                log.debug("first-packet read failed: %s", exc)
+                self.stopping.wait(0.5)
+                continue
+            for linktype, data, _iface in arrived:
                 try:
                     # only the ports matter here; the ring counts the bytes
                     packet = decode_record(data, 0, len(data), 1 << 18, linktype)
@@ -150,22 +167,38 @@ class LiveSession:
             if flows and budget >= 1:
                 flows = flows[: int(budget)]
                 budget -= len(flows)
-                self.platform.prefetch(flows)
+                self._ask("prefetch", self.platform.prefetch, flows)
 
     # engine thread ----------------------------------------------------------
 
+    def _ask(self, what: str, question: Callable[..., T], *args: Any) -> T | None:
+        """A question to the OS, which may fail for a moment (a process vanishing, /proc
+        briefly unreadable): the run goes on, the failure is counted."""
+        try:
+            return question(*args)
+        except (OSError, PlatformError) as exc:
+            self.engine.platform_errors += 1
+            log.debug("%s failed: %s", what, exc)
+            return None
+
     def _refresh_sockets(self) -> None:
-        if self.platform is not None:
-            self.engine.update_sockets(self.platform.socket_table())
-            self.engine.resolvers = self.platform.resolvers()
+        platform = self.platform
+        if platform is not None:
+            table = self._ask("socket table", platform.socket_table)
+            if table is not None:
+                self.engine.update_sockets(table)
+            resolvers = self._ask("resolvers", platform.resolvers)
+            if resolvers is not None:
+                self.engine.resolvers = resolvers
         self._next_table = self.clock.monotonic() + SOCKET_TABLE_SECONDS
 
     def _ingest(self, block: RecordBlock) -> None:
         batch = decode_block(block, dns_payloads=self.settings.dns)
         new = self.engine.ingest(batch)
-        if new and self.platform is not None:
-            found = self.platform.lookup(new)
-            if found is None:  # too many at once: one full table answers them all
+        platform = self.platform
+        if new and platform is not None:
+            found = self._ask("socket lookup", platform.lookup, new)
+            if found is None:  # too many at once (or no answer): one full table for them all
                 self._refresh_sockets()
             else:
                 self.engine.attribute(found)
@@ -186,10 +219,17 @@ class LiveSession:
         self.engine.note_capture_drops(self.capture.kernel_drops(), self.queue.dropped_packets)
         if self.clock.monotonic() >= self._next_table:
             self._refresh_sockets()
-        now = self.clock.now()
-        if self.platform is not None:
-            self.engine.update_interfaces(self.platform.interfaces(), now)
+        now = self._read_interfaces()
         return self.engine.tick(now)
+
+    def _read_interfaces(self) -> float:
+        now = self.clock.now()
+        platform = self.platform
+        if platform is not None:
+            interfaces = self._ask("interface counters", platform.interfaces)
+            if interfaces is not None:
+                self.engine.update_interfaces(interfaces, now)
+        return now
 
     def run(
         self,
@@ -200,8 +240,7 @@ class LiveSession:
         """Capture until `duration` seconds pass or `stop()`; return the last snapshot."""
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         self._refresh_sockets()
-        if self.platform is not None:
-            self.engine.update_interfaces(self.platform.interfaces(), self.clock.now())
+        self._read_interfaces()
         self._capture_thread.start()
         if self.first_packets is not None and self.platform is not None:
             self._first_packets_thread.start()

@@ -88,6 +88,7 @@ class Engine:
         self._packets = self._bytes = 0
         self._malformed = self._not_ip = self._portless = 0
         self._kernel_drops = self._queue_drops = 0
+        self.platform_errors = 0  # questions to the OS that failed (and were retried later)
 
     # packets ---------------------------------------------------------------
 
@@ -356,6 +357,7 @@ class Engine:
                 not_ip=self._not_ip,
                 portless=self._portless,
                 unattributed_bytes=unattributed,
+                platform_errors=self.platform_errors,
             ),
         )
 
