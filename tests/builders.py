@@ -372,7 +372,7 @@ def pcapng_idb(
     linktype: int,
     *,
     snaplen: int = 262144,
-    name: str | None = None,
+    name: str | bytes | None = None,
     tsresol: int | None = None,
     tsoffset: int | None = None,
     big_endian: bool = False,
@@ -381,7 +381,7 @@ def pcapng_idb(
     order = ">" if big_endian else "<"
     options: list[tuple[int, bytes]] = []
     if name is not None:
-        options.append((2, name.encode()))
+        options.append((2, name if isinstance(name, bytes) else name.encode()))
     if tsresol is not None:
         options.append((9, bytes([tsresol])))
     if tsoffset is not None:
@@ -438,8 +438,10 @@ def pcapng_pb(
     return pcapng_block(2, head + data, big_endian=big_endian)
 
 
-def pcapng_pib(pid: int, name: str | None = None, *, big_endian: bool = False) -> bytes:
+def pcapng_pib(pid: int, name: str | bytes | None = None, *, big_endian: bool = False) -> bytes:
     """Apple's process information block (0x80000001): pid, then option 2 = name."""
-    options = [] if name is None else [(2, name.encode())]
+    if isinstance(name, str):
+        name = name.encode()
+    options = [] if name is None else [(2, name)]
     body = _with_options(struct.pack(">i" if big_endian else "<i", pid), options, big_endian)
     return pcapng_block(0x80000001, body, big_endian=big_endian)

@@ -1,18 +1,37 @@
-"""Replaying capture files through the whole pipeline, checked against tcpdump.
+"""The session: replaying capture files, and the live loop under faults.
 
-The live session is covered end to end in tests/e2e; here time comes from
-the packets, so every run of a file must give the same snapshot.
+Replays go through the whole pipeline and are checked against tcpdump; time
+comes from the packets, so every run of a file gives the same snapshot.
+
+The live loop runs its real threads over a scripted capture and platform
+(real packets end to end are in tests/e2e): questions to the OS that fail
+for a while and a wall clock that steps back an hour must leave it running
+with exact totals.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import dns.message
 import pytest
 
-from netoproc.model import UnknownReason
-from netoproc.session import Settings, replay
-from netoproc.snapshot import Snapshot
+from netoproc.capture.records import LINKTYPE_ETHERNET, InterfaceTable, RecordBlock, build_block
+from netoproc.model import (
+    IPPROTO_UDP,
+    Direction,
+    FlowKey,
+    InterfaceInfo,
+    ProcessRef,
+    SocketInfo,
+    UnknownReason,
+    parse_addr,
+)
+from netoproc.session import LiveSession, Settings, replay
+from netoproc.snapshot import Snapshot, Traffic
+from tests import builders as b
 from tests.witness import tcpdump_packets
 
 CAPTURES = Path(__file__).parent / "data" / "captures" / "tcpdump"
@@ -65,3 +84,155 @@ def test_interface_filter_on_replay() -> None:
     other, _ = replay(str(CAPTURES / name), duration=None, settings=Settings(interface="nope0"))
     assert kept.health.packets == 1
     assert other.health.packets == 0
+
+
+# the live loop under faults ---------------------------------------------------------
+
+ME, WEB, RESOLVER = "192.0.2.10", "198.51.100.7", "192.0.2.53"
+OWNER = ProcessRef(4242, "np-app", "root")
+QUERY = dns.message.make_query("example.com", "A", id=99)
+ANSWER = dns.message.make_response(QUERY)
+EXCHANGE = [  # (frame, direction): one request and its answer per block
+    (b.ipv4(b.UDP, b.udp(40000, 9000, bytes(100)), src=ME, dst=WEB), Direction.TX),
+    (b.ipv4(b.UDP, b.udp(9000, 40000, bytes(300)), src=WEB, dst=ME), Direction.RX),
+]
+DNS_QUERY = (b.ipv4(b.UDP, b.udp(53001, 53, QUERY.to_wire()), src=ME, dst=RESOLVER), Direction.TX)
+DNS_ANSWER = (
+    b.ipv4(b.UDP, b.udp(53, 53001, ANSWER.to_wire()), src=RESOLVER, dst=ME),
+    Direction.RX,
+)
+
+
+class SteppingClock:
+    """The system's clocks, except that the wall clock steps back an hour
+    `after` seconds into the run (an NTP correction, a user's `date -s`)."""
+
+    def __init__(self, after: float | None) -> None:
+        self.start, self.after = time.monotonic(), after
+
+    def now(self) -> float:
+        stepped = self.after is not None and self.monotonic() - self.start >= self.after
+        return time.time() - (3600.0 if stepped else 0.0)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class ScriptedCapture:
+    """Delivers one block per read, stamped like the kernel stamps packets:
+    with the wall clock of the moment."""
+
+    def __init__(self, script: list[list[tuple[bytes, Direction]]], clock: SteppingClock) -> None:
+        self.interfaces = InterfaceTable({2: "eth0"})
+        self.script, self.clock = list(script), clock
+
+    def read(self, timeout: float) -> list[RecordBlock]:
+        time.sleep(min(timeout, 0.03))
+        if not self.script:
+            return []
+        packets = self.script.pop(0)
+        return [
+            build_block(
+                [b.ethernet(frame) for frame, _ in packets],
+                ts=[self.clock.now()] * len(packets),
+                linktype=LINKTYPE_ETHERNET,
+                interfaces=self.interfaces,
+                iface=2,
+                direction=[int(direction) for _, direction in packets],
+            )
+        ]
+
+    def drain(self) -> list[RecordBlock]:
+        return []
+
+    def kernel_drops(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class FlakyPlatform:
+    """A socket table that cannot be read for its first `failures` reads (a
+    process vanishing mid-read, /proc briefly unreadable), and interface
+    counters that fail every other time."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.reads = 0
+
+    def _table_read(self) -> None:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise OSError("socket table briefly unreadable")
+
+    def lookup(self, keys: Iterable[FlowKey]) -> dict[FlowKey, SocketInfo | None] | None:
+        self._table_read()
+        return {key: self._owner(key) for key in keys}
+
+    def prefetch(self, flows: Iterable[tuple[int, int, int, int, int]]) -> None:
+        pass
+
+    def socket_table(self) -> list[SocketInfo]:
+        self._table_read()
+        return [self._owner(FlowKey("eth0", IPPROTO_UDP, parse_addr(ME), 40000, 0, 0))]
+
+    def _owner(self, key: FlowKey) -> SocketInfo:
+        return SocketInfo(IPPROTO_UDP, key.laddr, key.lport, 0, 0, "UNCONN", owner=OWNER)
+
+    def interfaces(self) -> list[InterfaceInfo]:
+        self.reads += 1
+        if self.reads % 2:
+            raise OSError("no such device")
+        return [InterfaceInfo("eth0", "Ethernet", True)]
+
+    def resolvers(self) -> dict[str, tuple[str, ...]]:
+        return {"eth0": (RESOLVER,)}
+
+    def close(self) -> None:
+        pass
+
+
+def _live(script: list[list[tuple[bytes, Direction]]], clock: SteppingClock,
+          platform: FlakyPlatform, seconds: float) -> tuple[Snapshot, float]:  # fmt: skip
+    session = LiveSession(
+        Settings(interval=0.05),
+        clock,
+        capture=ScriptedCapture(script, clock),
+        platform=platform,
+    )
+    started = time.monotonic()
+    try:
+        snapshot = session.run(seconds)
+    finally:
+        session.close()
+    return snapshot, time.monotonic() - started
+
+
+def _expected(blocks: int) -> Traffic:
+    tx, rx = (len(frame) for frame, _ in EXCHANGE)
+    return Traffic(rx * blocks, tx * blocks, blocks, blocks)
+
+
+def test_socket_table_unreadable_for_a_while() -> None:
+    platform = FlakyPlatform(failures=4)
+    snapshot, _ = _live([EXCHANGE] * 8, SteppingClock(None), platform, 0.6)
+    (row,) = [p for p in snapshot.processes if p.process is not None]
+    assert row.process == OWNER
+    assert row.total == _expected(8)  # every byte, on the owner found once the table came back
+    assert snapshot.health.platform_errors >= platform.failures
+    assert [i.name for i in snapshot.interfaces] == ["eth0"]
+
+
+def test_wall_clock_stepping_back_mid_run() -> None:
+    script = [[*EXCHANGE, DNS_QUERY]] + [EXCHANGE] * 5 + [[*EXCHANGE, DNS_ANSWER]] + [EXCHANGE] * 5
+    snapshot, took = _live(script, SteppingClock(after=0.15), FlakyPlatform(failures=0), 0.6)
+    assert took < 2.0  # deadlines run on the monotonic clock
+    (row,) = [p for p in snapshot.processes if p.process == OWNER]
+    dns_traffic = Traffic(len(DNS_ANSWER[0]), len(DNS_QUERY[0]), 1, 1)
+    assert row.total == _expected(12) + dns_traffic
+    assert all(c.rx_rate >= 0 and c.tx_rate >= 0 for c in snapshot.connections)
+    assert snapshot.dns is not None
+    (query,) = snapshot.dns.queries
+    assert (query.name, query.rcode) == ("example.com", "NOERROR")
+    assert query.latency_ms is not None and query.latency_ms >= 0  # not an hour below zero

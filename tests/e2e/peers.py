@@ -19,6 +19,7 @@ library so they run anywhere the tests do.
     python peers.py udp-stream NAME HOST PORT RATE SECONDS   RATE datagrams/s, paced, no replies
     python peers.py hold-server PORT                    accept connections and keep them open
     python peers.py hold-conns NAME HOST PORT COUNT SECONDS   open COUNT connections, hold them
+    python peers.py udp-sink NAME PORT                  receive datagrams, never answer
 """
 
 from __future__ import annotations
@@ -322,6 +323,15 @@ def hold_conns(name: str, host: str, port: int, count: int, seconds: int) -> Non
         conn.close()
 
 
+def udp_sink(name: str, port: int) -> None:
+    set_name(name)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    print(json.dumps({"ready": port, "pid": os.getpid()}), flush=True)
+    while True:
+        s.recv(65535)
+
+
 COMMANDS = {
     "tcp-server": (tcp_server, (int,)),
     "udp-server": (udp_server, (int,)),
@@ -337,6 +347,7 @@ COMMANDS = {
     "udp-stream": (udp_stream, (str, str, int, int, int)),
     "hold-server": (hold_server, (int,)),
     "hold-conns": (hold_conns, (str, str, int, int, int)),
+    "udp-sink": (udp_sink, (str, int)),
 }
 
 if __name__ == "__main__":

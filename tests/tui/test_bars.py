@@ -43,6 +43,16 @@ def test_the_status_bar_never_overflows() -> None:
         assert status_text(long_filter, width).cell_len <= width
 
 
+def test_decode_errors_show_only_when_there_are_some() -> None:
+    bad = dataclasses.replace(FULL, health=CaptureHealth(bytes=1000, malformed=7))
+    assert "│ drops 0 │ malformed 7 │" in status_text(bad, 200).plain
+    unfiltered = dataclasses.replace(bad, filter=None, position="")
+    assert status_text(unfiltered, 80).plain == (
+        " Connection  traffic↓ │ 1s │ 12/340 conns │ drops 0 │ bad 7 │ unknown 0.0%"
+    )
+    assert "malformed" not in status_text(FULL, 200).plain
+
+
 def test_untrusted_filter_text_is_shown_as_escapes() -> None:
     line = status_text(Status(view="Process", sort="pid ↑", interval=1, filter="\x1b[2J[b]"), 80)
     assert "\\x1b[2J[b]" in line.plain

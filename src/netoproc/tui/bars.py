@@ -23,7 +23,7 @@ from textual.widgets import Input
 
 from netoproc.output.text import printable
 from netoproc.snapshot import CaptureHealth
-from netoproc.tui.cells import BOLD, DIM, RED, count, elapsed
+from netoproc.tui.cells import BOLD, DIM, RED, YELLOW, count, elapsed
 
 SEPARATOR = " │ "
 EXTRAS = 3  # status items of this priority or lower are nice to have
@@ -108,6 +108,9 @@ def status_text(status: Status, width: int) -> Text:
     if status.health is not None:
         drops = status.health.kernel_drops + status.health.queue_drops
         items.append(Item(4, f"drops {count(drops)}", style=RED if drops else None))
+        if status.health.malformed:  # packets that could not be decoded, counted and skipped
+            malformed = count(status.health.malformed)
+            items.append(Item(4, f"malformed {malformed}", f"bad {malformed}", style=YELLOW))
         share = status.health.unattributed_share
         shown = "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
         items.append(Item(4, f"unknown {shown}"))
