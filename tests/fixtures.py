@@ -105,7 +105,7 @@ def live_connection(
     rtt_ms: float | None = None,
     retransmits: int | None = None,
 ) -> ConnectionRow:
-    """A connection with rates and a minute of history, as the engine reports a busy one."""
+    """A connection with rates, as the engine reports a busy one."""
     return ConnectionRow(
         process=process,
         unknown_reason=None if process else "no local socket",
@@ -126,8 +126,6 @@ def live_connection(
         domain=domain,
         rtt_ms=rtt_ms,
         retransmits=retransmits,
-        rx_history=_wave(rx_rate),
-        tx_history=_wave(tx_rate, phase=3),
     )
 
 
@@ -293,8 +291,6 @@ def busy_snapshot(processes: int = 1_000, connections: int = 5_000, seed: int = 
                 fd=10 + i // processes,
                 rtt_ms=rng.uniform(0.1, 80),
                 retransmits=rng.randrange(3),
-                rx_history=tuple(rng.expovariate(1 / 20_000) for _ in range(60)),
-                tx_history=tuple(rng.expovariate(1 / 5_000) for _ in range(60)),
             )
         )
     by_owner: dict[ProcessRef | None, list[ConnectionRow]] = {}

@@ -83,8 +83,6 @@ class ConnectionRow:
     jitter_ms: float | None = None
     retransmits: int | None = None
     health: TcpHealth | None = None  # TCP only
-    rx_history: tuple[float, ...] = ()
-    tx_history: tuple[float, ...] = ()
 
     @property
     def remote_text(self) -> str:

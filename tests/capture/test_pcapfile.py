@@ -9,12 +9,16 @@ reader's chunk boundaries.
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netoproc.capture import pcapfile
 from netoproc.capture import records as lt
@@ -354,3 +358,56 @@ def test_pcapng_read_back_by_tcpdump(tmp_path: Path) -> None:
         assert capture.problem is None
         assert [r.ts for r in records] == pytest.approx(times, abs=1e-6)
         assert tcpdump_times(path) == pytest.approx(times, abs=1e-6)
+
+
+# hostile files --------------------------------------------------------------------
+
+SEED_FILES = [
+    b"".join([b.pcapng_shb(), b.pcapng_idb(1, name="en0"), b.pcapng_pib(7, "curl"),
+              *(b.pcapng_epb(0, 1000 + i, f, process=0) for i, f in enumerate(FRAMES))]),
+    b.pcap_file(FRAMES, lt.LINKTYPE_ETHERNET, big_endian=True, nanosecond=True),
+    (Path(__file__).parents[1] / "data/captures/tcpdump/LINKTYPE_PKTAP.pcap").read_bytes(),
+    (Path(__file__).parents[1] / "data/captures/tcpdump/icmp-length-zero.pcapng").read_bytes(),
+]  # fmt: skip
+
+
+@st.composite
+def mutated_files(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEED_FILES)))
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(0, len(data) - 1))
+        match draw(st.sampled_from(["flip", "insert", "delete", "cut"])):
+            case "flip":
+                data[at] = draw(st.integers(0, 255))
+            case "insert":
+                data[at:at] = draw(st.binary(min_size=1, max_size=16))
+            case "delete":
+                del data[at : at + draw(st.integers(1, 16))]
+            case "cut":
+                del data[max(at, 1) :]
+        if not data:
+            break
+    return bytes(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=mutated_files(), chunk=st.sampled_from([64, 4096, 1 << 22]))
+def test_mutated_files_are_read_or_refused_never_crash(data: bytes, chunk: int) -> None:
+    try:
+        with mock.patch.object(pcapfile, "CHUNK_BYTES", chunk):
+            records = _read_all(data)
+    except CaptureFileError:
+        return
+    # every record needs a header of at least 16 bytes: nothing is made up
+    assert records <= len(data) // 16
+
+
+def _read_all(data: bytes) -> int:
+    capture = CaptureFile(io.BytesIO(data), "mutated")
+    records = 0
+    for block in capture.blocks():
+        records += len(block)
+        ends = block.offset + block.caplen
+        assert len(block.data) >= int(ends.max(initial=0)) + GUARD_BYTES
+        assert (block.caplen >= 0).all() and (block.wirelen >= block.caplen).all()
+    return records

@@ -182,6 +182,44 @@ def test_sends_nothing_connects_nowhere_writes_no_file(
     assert _side_effects(log) == []
 
 
+NEEDED = "net_raw,sys_ptrace,dac_read_search"
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "attributed"),
+    [(NEEDED, True), ("net_raw,dac_read_search", False)],
+)
+def test_three_capabilities_are_all_it_needs(
+    hosts: TwoHosts, capabilities: str, attributed: bool
+) -> None:
+    """With only the documented capabilities, another user's traffic has its
+    owner; without CAP_SYS_PTRACE the owner cannot be read."""
+    server = hosts.peer(hosts.b, "udp-server", str(UDP_PORT))
+    wait_for_line(server.stdout, "ready")
+    only = ",".join(["-all", *(f"+{c}" for c in capabilities.split(","))])
+    netoproc = hosts.start(hosts.a, ["setpriv", f"--inh-caps={only}", f"--bounding-set={only}",
+                                     sys.executable, "-m", "netoproc", "--duration", "3",
+                                     "--format", "json", "--verbose"])  # fmt: skip
+    wait_for_line(netoproc.stderr, "capturing on")
+    datagrams = 30
+    script = (f"echo $$; exec 3<>/dev/udp/{hosts.b4}/{UDP_PORT}; "
+              f"for i in $(seq {datagrams}); do printf x >&3; sleep 0.02 3>&-; done")  # fmt: skip
+    nobody = hosts.start(hosts.a, ["setpriv", "--reuid=65534", "--regid=65534",
+                                   "--clear-groups", "bash", "-c", script])  # fmt: skip
+    out, err = nobody.communicate(timeout=30)
+    assert nobody.returncode == 0, err
+    rows, err = netoproc.communicate(timeout=60)
+    assert netoproc.returncode == 0, err
+    owners = {row["pid"]: row for row in json.loads(rows)}
+    sent = datagrams * (1 + 8 + 20)
+    if attributed:
+        row = owners[int(out.split()[0])]
+        assert (row["process"], row["tx_bytes"], row["tx_packets"]) == ("bash", sent, datagrams)
+    else:
+        # the namespace's own IPv6 housekeeping is unattributed too
+        assert set(owners) == {None} and owners[None]["tx_bytes"] >= sent
+
+
 # faults ----------------------------------------------------------------------------
 
 

@@ -27,20 +27,18 @@ def hashes(*values: int) -> npt.NDArray[np.uint64]:
 
 def test_a_new_flow_is_pending_and_empty() -> None:
     table = FlowTable()
-    flow = table.create(KEY, ROW, 99, history=3)
+    flow = table.create(KEY, ROW, 99)
     assert (flow.owner, flow.reason, flow.socket, flow.outbound, flow.closed) == (
         None, UnknownReason.PENDING, None, None, False,
     )  # fmt: skip
     assert (flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets) == (0, 0, 0, 0)
-    flow.rx_history.extend([1.0, 2.0, 3.0, 4.0])
-    assert list(flow.rx_history) == [2.0, 3.0, 4.0]
     table.arrays["rx_bytes"][flow.slot] += 1500
     assert flow.rx_bytes == 1500  # counters read through to the arrays
 
 
 def test_attribute_clears_the_reason_and_marks_the_slot_owned() -> None:
     table = FlowTable()
-    flow = table.create(KEY, ROW, 1, history=1)
+    flow = table.create(KEY, ROW, 1)
     flow.attribute(None, UnknownReason.NO_SOCKET)
     assert (flow.owner, flow.reason, bool(table.arrays["owned"][flow.slot])) == (
         None, UnknownReason.NO_SOCKET, False,
@@ -54,10 +52,10 @@ def test_attribute_clears_the_reason_and_marks_the_slot_owned() -> None:
 def test_find_by_hash_and_exact_key() -> None:
     table = FlowTable()
     other = (1, IPPROTO_UDP, 0, 1, 2, 0, 3, 5)
-    first = table.create(KEY, ROW, 7, history=1)
+    first = table.create(KEY, ROW, 7)
     # `other` has the same hash: it must not be mistaken for the first flow
     assert table.find(hashes(7, 7), columns(ROW, other)).tolist() == [first.slot, -1]
-    second = table.create(FlowKey("eth0", IPPROTO_UDP, 1, 2, 3, 5), other, 7, history=1)
+    second = table.create(FlowKey("eth0", IPPROTO_UDP, 1, 2, 3, 5), other, 7)
     assert table.find(hashes(7, 7), columns(other, ROW)).tolist() == [second.slot, first.slot]
     table.release(first)
     assert table.find(hashes(7, 7), columns(other, ROW)).tolist() == [second.slot, -1]
@@ -65,13 +63,13 @@ def test_find_by_hash_and_exact_key() -> None:
 
 def test_slots_are_reused_and_the_table_grows() -> None:
     table = FlowTable(capacity=2)
-    made = [table.create(FlowKey("eth0", 17, 1, 2, 3, n), (1, 17, 0, 1, 2, 0, 3, n), n, 1)
+    made = [table.create(FlowKey("eth0", 17, 1, 2, 3, n), (1, 17, 0, 1, 2, 0, 3, n), n)
             for n in range(5)]  # fmt: skip
     assert table.capacity >= 5
     assert len({f.slot for f in made}) == 5
     table.arrays["tx_bytes"][made[1].slot] = 77
     table.release(made[1])
-    reused = table.create(KEY, ROW, 1000, history=1)
+    reused = table.create(KEY, ROW, 1000)
     assert reused.slot == made[1].slot
     assert reused.tx_bytes == 0  # a released slot starts empty
     assert all(

@@ -46,7 +46,11 @@ PACKET_OUTGOING = 4
 RETIRE_MS = 20
 READ_WAIT = 0.05  # seconds a reader waits before looking whether it should stop
 MAX_BLOCK = 1 << 20
-BLOCKS = 4  # fewer, bigger blocks: each costs the reader a fixed amount of work
+# The kernel only hands over whole blocks, so at low rates the ring absorbs a
+# reader stall of about BLOCKS x RETIRE_MS (a module import or a full garbage
+# collection can hold the interpreter for 100-200 ms); at high rates the ring's
+# size is what matters, and bigger blocks only save a little per-block work.
+BLOCKS = 32
 FRAME_SIZE = 2048
 
 TPACKET_REQ3 = struct.Struct("=7I")

@@ -183,9 +183,7 @@ class Engine:
             iface, proto, l_hi, l_lo, lport, r_hi, r_lo, rport = row
             key = FlowKey(interface(iface), proto, (l_hi << 64) | l_lo, lport,
                           (r_hi << 64) | r_lo, rport)  # fmt: skip
-            flow = self.flows[key] = table.create(
-                key, row, int(groups.key_hash[i]), HISTORY_SECONDS
-            )
+            flow = self.flows[key] = table.create(key, row, int(groups.key_hash[i]))
             slots[i] = flow.slot
             self.tcp.ensure(table.capacity)
             self.tcp.reset(flow.slot)
@@ -283,8 +281,6 @@ class Engine:
         for flow in self.flows.values():
             rx_rate = float(a["tick_rx"][flow.slot]) / elapsed
             tx_rate = float(a["tick_tx"][flow.slot]) / elapsed
-            flow.rx_history.append(rx_rate)
-            flow.tx_history.append(tx_rate)
             owner = flow.owner
             traffic = Traffic(flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets)
             totals[owner] = totals.get(owner, Traffic()) + traffic
@@ -387,6 +383,8 @@ class Engine:
         kernel_count = kernel.total_retrans if kernel else None
         retransmits = figures.retransmits if kernel_count is None else kernel_count
         marks = flow.retransmit_marks
+        if marks is None:
+            marks = flow.retransmit_marks = deque()
         marks.append((now, retransmits, figures.segments_sent))
         while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
             marks.popleft()
@@ -451,6 +449,4 @@ class Engine:
             jitter_ms=health.jitter_ms if health else None,
             retransmits=health.retransmits if health else None,
             health=health,
-            rx_history=tuple(flow.rx_history),
-            tx_history=tuple(flow.tx_history),
         )

@@ -51,23 +51,20 @@ class Flow:
         "owner",
         "reason",
         "retransmit_marks",
-        "rx_history",
         "slot",
         "socket",
-        "tx_history",
     )
 
-    def __init__(self, table: FlowTable, slot: int, key: FlowKey, history: int) -> None:
+    def __init__(self, table: FlowTable, slot: int, key: FlowKey) -> None:
         self._table = table
         self.slot = slot
         self.key = key
         self.owner: ProcessRef | None = None
         self.reason: UnknownReason | None = UnknownReason.PENDING
         self.socket: SocketInfo | None = None
-        self.rx_history: deque[float] = deque(maxlen=history)
-        self.tx_history: deque[float] = deque(maxlen=history)
-        # (time, retransmits, segments sent) at recent ticks, for rates over 10 s
-        self.retransmit_marks: deque[tuple[float, int, int]] = deque()
+        # (time, retransmits, segments sent) at recent ticks, for rates over 10 s;
+        # TCP only, made at the first tick (an empty deque costs 600 bytes)
+        self.retransmit_marks: deque[tuple[float, int, int]] | None = None
 
     def attribute(self, owner: ProcessRef | None, reason: UnknownReason | None) -> None:
         self.owner, self.reason = owner, (None if owner else reason)
@@ -149,7 +146,7 @@ class FlowTable:
                 slots[i] = self._collided.get(exact, -1)
         return slots
 
-    def create(self, key: FlowKey, columns: tuple[int, ...], key_hash: int, history: int) -> Flow:
+    def create(self, key: FlowKey, columns: tuple[int, ...], key_hash: int) -> Flow:
         """A new flow; `columns` are its key columns in KEY_COLUMNS order."""
         if self._free:
             slot = self._free.pop()
@@ -165,7 +162,7 @@ class FlowTable:
             self._collided[columns] = slot
         else:
             self._by_hash[key_hash] = slot
-        flow = self.flows[slot] = Flow(self, slot, key, history)
+        flow = self.flows[slot] = Flow(self, slot, key)
         return flow
 
     def release(self, flow: Flow) -> None:
