@@ -145,6 +145,9 @@ class ScriptedCapture:
     def drain(self) -> list[RecordBlock]:
         return []
 
+    def wake(self) -> None:
+        pass
+
     def kernel_drops(self) -> int:
         return 0
 

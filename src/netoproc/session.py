@@ -39,6 +39,7 @@ QUEUE_BYTES = 64 << 20
 # Blocks that arrive within this long of each other are decoded as one batch:
 # each batch has a fixed cost, so a steady trickle must not become 100 batches/s.
 COALESCE_SECONDS = 0.02
+CAPTURE_WAIT = 0.5  # the capture's `wake` ends it when the session stops
 COALESCE_BYTES = 16 << 20
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
@@ -128,7 +129,7 @@ class LiveSession:
     def _capture_loop(self) -> None:
         while not self.stopping.is_set():
             try:
-                blocks = self.capture.read(0.05)
+                blocks = self.capture.read(CAPTURE_WAIT)
             except OSError as exc:  # e.g. the one interface went away: keep trying
                 log.debug("capture read failed: %s", exc)
                 self.stopping.wait(0.5)
@@ -265,7 +266,7 @@ class LiveSession:
                     if on_tick:
                         on_tick(snapshot)
         finally:
-            self.stopping.set()
+            self.stop()
             self._capture_thread.join()
             if self._first_packets_thread.is_alive():
                 self._first_packets_thread.join()
@@ -276,6 +277,9 @@ class LiveSession:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.capture.wake()
+        if self.first_packets is not None:
+            self.first_packets.wake()
 
     def close(self) -> None:
         self.capture.close()

@@ -20,7 +20,11 @@ class LiveCapture(Protocol):
     interfaces: InterfaceTable
 
     def read(self, timeout: float) -> list[RecordBlock]:
-        """Finished blocks, waiting up to `timeout` seconds for the first."""
+        """Finished blocks, waiting up to `timeout` seconds for the first (or less)."""
+        ...
+
+    def wake(self) -> None:
+        """End a `read` waiting in another thread now (the session is stopping)."""
         ...
 
     def drain(self) -> list[RecordBlock]:
@@ -37,6 +41,10 @@ class FirstPackets(Protocol):
 
     def read(self, limit: int = 256) -> list[tuple[int, bytes, str]]:
         """(link type, packet, interface name) of what arrived, waiting briefly."""
+        ...
+
+    def wake(self) -> None:
+        """End a `read` waiting in another thread now."""
         ...
 
     def close(self) -> None: ...

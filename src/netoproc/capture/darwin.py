@@ -57,6 +57,7 @@ log = logging.getLogger("netoproc")
 BPF_DEVICES = 256  # BPF_MAX_DEVICES: /dev/bpf0 .. /dev/bpf255
 READ_TIMEOUT_US = 100_000  # a blocked read returns after this, packets or not
 DRAIN_READS = 8
+WAKE_SECONDS = 0.05  # select(2) on BPF devices, short enough that a stop is seen at once
 PKTAP_PREFIXES = ("pktap", "iptap", "droptap")  # capture pseudo-interfaces, never captured on
 # Apple's libpcap marks the pktap interfaces it clones with this description and
 # adopts unattached ones so marked (leaked by a crash); sharing the mark lets
@@ -511,9 +512,12 @@ class PktapCapture:
         self._shown_header = False
 
     def read(self, timeout: float) -> list[RecordBlock]:
-        if not self.kernel.wait([self.device.fd], timeout):
+        if not self.kernel.wait([self.device.fd], min(timeout, WAKE_SECONDS)):
             return []
         return self._read()
+
+    def wake(self) -> None:
+        pass  # reads wait WAKE_SECONDS at most
 
     def drain(self) -> list[RecordBlock]:
         blocks: list[RecordBlock] = []
@@ -603,7 +607,10 @@ class PlainBpfCapture:
         self.source = f"{len(self.devices)} BPF devices"
 
     def read(self, timeout: float) -> list[RecordBlock]:
-        return self._read(self.kernel.wait(list(self.devices), timeout))
+        return self._read(self.kernel.wait(list(self.devices), min(timeout, WAKE_SECONDS)))
+
+    def wake(self) -> None:
+        pass  # reads wait WAKE_SECONDS at most
 
     def drain(self) -> list[RecordBlock]:
         blocks: list[RecordBlock] = []

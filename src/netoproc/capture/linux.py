@@ -13,8 +13,10 @@ kernel at once, so a slow consumer never holds the ring.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
+import os
 import select
 import socket
 import struct
@@ -44,7 +46,7 @@ TP_STATUS_USER = 1
 PACKET_OUTGOING = 4
 
 RETIRE_MS = 20
-READ_WAIT = 0.05  # seconds a reader waits before looking whether it should stop
+READ_WAIT = 0.5  # seconds a reader waits for packets; `wake` ends the wait sooner
 MAX_BLOCK = 1 << 20
 # The kernel only hands over whole blocks, so at low rates the ring absorbs a
 # reader stall of about BLOCKS x RETIRE_MS (a module import or a full garbage
@@ -141,6 +143,7 @@ class LinuxCapture:
             ) from None
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
+        self._waker = Waker(self._poll)
         self._next_block = 0
         self.received = 0
         self.dropped = 0
@@ -159,8 +162,12 @@ class LinuxCapture:
         blocks = self._take_ready()
         if not blocks:
             self._poll.poll(int(timeout * 1000))
+            self._waker.clear()
             blocks = self._take_ready()
         return blocks
+
+    def wake(self) -> None:
+        self._waker.wake()
 
     def drain(self) -> list[RecordBlock]:
         """Everything captured so far, including the block the kernel is filling."""
@@ -242,6 +249,28 @@ class LinuxCapture:
             self._ring.close()
         finally:
             self._sock.close()
+            self._waker.close()
+
+
+class Waker:
+    """A pipe in a reader's poll set, so another thread can end the reader's wait:
+    readers can then wait long (few wake-ups when idle) and still stop at once."""
+
+    def __init__(self, poll: select.poll) -> None:
+        self._read_end, self._write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        poll.register(self._read_end, select.POLLIN)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe is awake already
+            os.write(self._write_end, b"\0")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._read_end, 4096)
+
+    def close(self) -> None:
+        os.close(self._read_end)
+        os.close(self._write_end)
 
 
 class LinuxFirstPackets:
@@ -270,22 +299,29 @@ class LinuxFirstPackets:
         except OSError as exc:
             sock.close()
             raise CaptureUnavailable(f"cannot capture on {device}: {exc.strerror}") from None
-        sock.settimeout(READ_WAIT)
+        sock.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        self._waker = Waker(self._poll)
 
     def read(self, limit: int = 256) -> list[tuple[int, bytes, str]]:
         """(link type, packet, interface) of what arrived, waiting READ_WAIT at most."""
+        self._poll.poll(int(READ_WAIT * 1000))
+        self._waker.clear()
         found: list[tuple[int, bytes, str]] = []
         while len(found) < limit:
             try:
                 data, address = self._sock.recvfrom(256)
-            except (TimeoutError, BlockingIOError):
+            except BlockingIOError:
                 break
             protocol = address[1]
             linktype = LINKTYPE_IPV4 if protocol == 0x0800 else LINKTYPE_IPV6
             found.append((linktype, data, address[0]))
-            self._sock.setblocking(False)
-        self._sock.settimeout(READ_WAIT)
         return found
+
+    def wake(self) -> None:
+        self._waker.wake()
 
     def close(self) -> None:
         self._sock.close()
+        self._waker.close()
