@@ -301,6 +301,22 @@ def test_pcapng_packet_on_an_undeclared_interface(tmp_path: Path) -> None:
     assert (capture.problem, capture.skipped, records) == (None, 1, [])
 
 
+def test_pcapng_blocks_too_short_for_their_type_are_skipped(tmp_path: Path) -> None:
+    """Found by fuzzing: an EPB of 20 bytes last in the file was read past its end."""
+    short = [b.pcapng_block(6, bytes(8)), b.pcapng_block(2, bytes(16)), b.pcapng_block(3, b"")]
+    path = tmp_path / "short.pcapng"
+    path.write_bytes(
+        b.pcapng_shb()
+        + b.pcapng_idb(RAW)
+        + b"".join(short)
+        + b.pcapng_epb(0, 1, PACKET)
+        + b.pcapng_block(6, bytes(16))
+    )
+    capture, records, _ = read(path)
+    assert (capture.problem, capture.skipped) == (None, 4)
+    assert [r.data for r in records] == [PACKET]
+
+
 def test_pcapng_without_packets(tmp_path: Path) -> None:
     path = tmp_path / "none.pcapng"
     path.write_bytes(b.pcapng_shb() + b.pcapng_idb(RAW, name="x"))
