@@ -19,6 +19,7 @@ library so they run anywhere the tests do.
     python peers.py udp-stream NAME HOST PORT RATE SECONDS   RATE datagrams/s, paced, no replies
     python peers.py hold-server PORT                    accept connections and keep them open
     python peers.py hold-conns NAME HOST PORT COUNT SECONDS   open COUNT connections, hold them
+    python peers.py brief-client NAME HOST PORT N MS    connect, exchange, exit MS after starting
     python peers.py udp-sink NAME PORT                  receive datagrams, never answer
 """
 
@@ -124,6 +125,17 @@ def tcp_client(name: str, host: str, port: int, n: int) -> None:
     time.sleep(0.1)  # like a real client, not gone within the same millisecond
     conn.close()
     print(json.dumps({"pid": os.getpid(), **info}), flush=True)
+
+
+def brief_client(name: str, host: str, port: int, n: int, lifetime_ms: int) -> None:
+    """A process that connects, exchanges `n` bytes and exits `lifetime_ms` after
+    it began to connect, like a quick `curl`."""
+    set_name(name)
+    started = time.monotonic()
+    conn, info = tcp_exchange(host, port, n)
+    print(json.dumps({"pid": os.getpid(), **info}), flush=True)
+    time.sleep(max(0.0, lifetime_ms / 1000 - (time.monotonic() - started)))
+    conn.close()
 
 
 def udp_client(name: str, host: str, port: int, count: int, size: int) -> None:
@@ -336,6 +348,7 @@ COMMANDS = {
     "tcp-server": (tcp_server, (int,)),
     "udp-server": (udp_server, (int,)),
     "tcp-client": (tcp_client, (str, str, int, int)),
+    "brief-client": (brief_client, (str, str, int, int, int)),
     "udp-client": (udp_client, (str, str, int, int, int)),
     "short-conns": (short_conns, (str, str, int, int, int, int)),
     "loop-pair": (loop_pair, (str, str, int)),

@@ -124,6 +124,29 @@ def test_short_connections_are_attributed(hosts: TwoHosts, tmp_path: Path) -> No
     assert attributed <= total
 
 
+def test_processes_that_live_50_ms_are_attributed(hosts: TwoHosts, tmp_path: Path) -> None:
+    """Each client process connects, moves its data and exits within 50 ms; the
+    first packet's immediate lookup must still find it, every time."""
+    server = hosts.peer(hosts.b, "tcp-server", str(TCP_PORT))
+    wait_for_line(server.stdout, "ready")
+    pcap = tmp_path / "witness.pcap"
+    witness = hosts.tcpdump(hosts.a, hosts.veth_a, pcap)
+    netoproc = _run_netoproc(hosts, 12)
+    for _ in range(20):
+        client = hosts.peer(hosts.a, "brief-client", "np-brief", hosts.b4, str(TCP_PORT),
+                            "5000", "50")  # fmt: skip
+        _, err = client.communicate(timeout=30)
+        assert client.returncode == 0, err
+    rows, err = _finish(netoproc)
+    stop_tcpdump(witness)
+
+    packets = tcpdump_packets(pcap)
+    total = sum(p.length for p in packets if TCP_PORT in (p.dport, p.sport))
+    brief = [row for row in rows if row["process"] == "np-brief"]
+    attributed = sum(int(r["rx_bytes"]) + int(r["tx_bytes"]) for r in brief)  # type: ignore[call-overload]
+    assert (len(brief), attributed) == (20, total), err
+
+
 def test_loopback_counts_each_side_once(hosts: TwoHosts, tmp_path: Path) -> None:
     pcap = tmp_path / "lo.pcap"
     witness = hosts.tcpdump(hosts.a, "lo", pcap)
