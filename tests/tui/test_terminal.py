@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -112,7 +113,8 @@ def namespace() -> Iterator[str]:
 
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
-    server = Tmux(f"netoproc-test-{os.getpid()}")
+    # a server of its own per test: the last one may still be shutting down
+    server = Tmux(f"netoproc-test-{uuid.uuid4().hex[:12]}")
     yield server
     server.kill()
 
