@@ -360,6 +360,23 @@ def test_idle_flows_retire_into_unchanged_process_totals() -> None:
     assert list(engine.flows) == [key(B, 80, A, 1)]
 
 
+def test_an_exited_process_keeps_its_totals_but_not_an_idle_history() -> None:
+    engine = Engine(started=T0, retire_after=5.0)
+    flow = key(A, 1, B, 80)
+    engine.ingest(batch(Pkt(ip(A, B, tcp(1, 80, ACK, payload=100)), T0 + 0.5, TX)))
+    engine.attribute({flow: sock(IPPROTO_TCP, A, 1, B, 80, pid=5)})
+    first = engine.tick(T0 + 1)
+    assert proc(first, 5).tx_history == (TCP4 + 100.0,)
+    # the flow retires at 7 s; the process holds no socket: it has exited
+    snaps = [engine.tick(T0 + t) for t in range(2, 70)]
+    assert len(proc(snaps[4], 5).tx_history) == 6  # live: its history goes on
+    rows = [proc(s, 5) for s in snaps[6:]]
+    assert all(r.total == Traffic(0, TCP4 + 100, 0, 1) for r in rows)  # totals stay
+    assert [len(r.tx_history) for r in rows[:2]] == [8, 9]  # the traffic is still in the minute
+    assert rows[-1].tx_history == rows[-1].rx_history == ()  # an idle minute is dropped
+    assert engine._process_history == {}
+
+
 def test_unknown_reasons_sum_bytes_per_reason() -> None:
     engine = Engine(started=T0)
     no_socket, closed = key(A, 1, B, 80), key(A, 2, B, 80)

@@ -304,15 +304,13 @@ class Engine:
         for sock in self.sockets.sockets:
             if sock.owner:
                 sockets_per_pid[sock.owner.pid] = sockets_per_pid.get(sock.owner.pid, 0) + 1
-        owners = set(totals) | {s.owner for s in self.sockets.sockets if s.owner}
+        holders = {s.owner for s in self.sockets.sockets if s.owner}
+        owners = set(totals) | holders
         processes = []
         for owner in owners:
             rx_rate, tx_rate = rates.get(owner, (0.0, 0.0))
-            rx_hist, tx_hist = self._process_history.setdefault(
-                owner, (deque(maxlen=HISTORY_SECONDS), deque(maxlen=HISTORY_SECONDS))
-            )
-            rx_hist.append(rx_rate)
-            tx_hist.append(tx_rate)
+            live = owner in rates or owner in holders
+            rx_history, tx_history = self._history(owner, rx_rate, tx_rate, live)
             processes.append(
                 ProcessRow(
                     process=owner,
@@ -321,8 +319,8 @@ class Engine:
                     tx_rate=tx_rate,
                     sockets=sockets_per_pid.get(owner.pid, 0) if owner else 0,
                     connections=active.get(owner, 0),
-                    rx_history=tuple(rx_hist),
-                    tx_history=tuple(tx_hist),
+                    rx_history=rx_history,
+                    tx_history=tx_history,
                     unknown_reasons=(
                         tuple(sorted(reasons.items(), key=lambda r: -r[1])) if owner is None else ()
                     ),
@@ -356,6 +354,27 @@ class Engine:
                 platform_errors=self.platform_errors,
             ),
         )
+
+    def _history(
+        self, owner: Owner, rx_rate: float, tx_rate: float, live: bool
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The owner's rates over the last minute. An owner with no flows and no
+        sockets left (a process that has exited) keeps its row and totals, but its
+        history only while the minute still shows traffic: with processes coming
+        and going all day, memory stays the same."""
+        kept = self._process_history.get(owner)
+        if kept is None:
+            if not live:
+                return (), ()
+            kept = (deque(maxlen=HISTORY_SECONDS), deque(maxlen=HISTORY_SECONDS))
+            self._process_history[owner] = kept
+        rx_hist, tx_hist = kept
+        rx_hist.append(rx_rate)
+        tx_hist.append(tx_rate)
+        if not live and not any(rx_hist) and not any(tx_hist):
+            del self._process_history[owner]
+            return (), ()
+        return tuple(rx_hist), tuple(tx_hist)
 
     def _owner_of(self, key: FlowKey) -> ProcessRef | None:
         flow = self.flows.get(key)

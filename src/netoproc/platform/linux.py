@@ -114,7 +114,9 @@ class LinuxPlatform:
                 self._owners.rescan()
                 self._unheld = {i for i in inodes if not self._owners.holders(i)}
             self._owners.forget_missing(inodes)
-            return [self._socket(d) for d in diag]
+            table = [self._socket(d) for d in diag]
+            self._names.forget_except({s.owner.pid for s in table if s.owner})
+            return table
 
     def interfaces(self) -> list[InterfaceInfo]:
         return read_interfaces()

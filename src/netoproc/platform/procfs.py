@@ -82,7 +82,7 @@ class InodeOwners:
             self._scan_pid(pid, found)
             if wanted <= found.keys():
                 break
-        self._known_pids |= set(new)
+        self._known_pids = live  # new ones are now known; the dead are forgotten
         for inode, holders in found.items():
             holders.sort()
             self._holders[inode] = holders
