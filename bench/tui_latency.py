@@ -185,6 +185,7 @@ def main() -> None:
         seconds = 60 + args.presses
         blaster = hosts.start(hosts.a, [sys.executable, __file__, "--blast", hosts.b4,
                                         str(args.pps), str(seconds)])  # fmt: skip
+        since_start = counter(hosts, "tx_packets")
         terminal = Terminal(["ip", "netns", "exec", hosts.a, sys.executable, "-m", "netoproc"])
         terminal.wait_for(b"np-blast", 0, timeout=30)
         time.sleep(3)  # let the rates settle
@@ -204,9 +205,12 @@ def main() -> None:
             time.sleep(0.2)
 
         rate = (counter(hosts, "tx_packets") - packets) / (time.monotonic() - started)
+        sent = counter(hosts, "tx_packets") - since_start
         drops = re.findall(rb"drops ([0-9,]+)", terminal.output)
+        dropped = int(drops[-1].replace(b",", b"")) if drops else 0
         print(f"captured while measuring: {rate:,.0f} packets/s sent on {hosts.veth_a}; "
-              f"netoproc reported drops {drops[-1].decode() if drops else '?'}")  # fmt: skip
+              f"since netoproc started: {sent:,} sent, {dropped:,} reported dropped "
+              f"({dropped / max(sent, 1):.2%})")  # fmt: skip
         report("view switch (2 / 1)", switches)
         report("sort (s)", sorts)
     finally:
