@@ -67,7 +67,7 @@ def churn(hosts: TwoHosts, seconds: float) -> None:
     n = 0
     while time.monotonic() < deadline:
         n += 1
-        hosts.peer(hosts.a, "tcp-client", f"np-churn{n % 100}", hosts.b4, "5001", "20000")
+        hosts.peer(hosts.a, "tcp-client", f"np-churn{n % 100}", hosts.b4, "5001", "20000", "100")
         if n % 2 == 0:
             name = f"n{n}.soak.test" if n % 4 else f"nx{n}.nowhere.test"
             hosts.start(hosts.a, ["dig", "+tries=1", "+time=1", f"@{hosts.b4}", name])

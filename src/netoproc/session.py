@@ -39,8 +39,8 @@ QUEUE_BYTES = 64 << 20
 # Blocks that arrive within this long of each other are decoded as one batch:
 # each batch has a fixed cost, so a steady trickle must not become 100 batches/s.
 COALESCE_SECONDS = 0.02
-CAPTURE_WAIT = 0.5  # the capture's `wake` ends it when the session stops
 COALESCE_BYTES = 16 << 20
+CAPTURE_WAIT = 0.5  # the capture's `wake` ends it when the session stops
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
 # The fast lane must run within about a millisecond of a packet, even while the

@@ -7,7 +7,7 @@ library so they run anywhere the tests do.
 
     python peers.py tcp-server PORT              echo: reads N, writes N back, per connection
     python peers.py udp-server PORT              echo every datagram
-    python peers.py tcp-client NAME HOST PORT BYTES
+    python peers.py tcp-client NAME HOST PORT BYTES MS   exchange BYTES, close MS after connecting
     python peers.py udp-client NAME HOST PORT DATAGRAMS SIZE
     python peers.py short-conns NAME HOST PORT COUNT BYTES HOLD_MS
     python peers.py loop-pair SENDER RECEIVER BYTES
@@ -19,7 +19,6 @@ library so they run anywhere the tests do.
     python peers.py udp-stream NAME HOST PORT RATE SECONDS   RATE datagrams/s, paced, no replies
     python peers.py hold-server PORT                    accept connections and keep them open
     python peers.py hold-conns NAME HOST PORT COUNT SECONDS   open COUNT connections, hold them
-    python peers.py brief-client NAME HOST PORT N MS    connect, exchange, exit MS after starting
     python peers.py udp-sink NAME PORT                  receive datagrams, never answer
 """
 
@@ -119,17 +118,9 @@ def tcp_exchange(host: str, port: int, n: int) -> tuple[socket.socket, dict[str,
     return conn, {"local": local[0], "lport": local[1]}
 
 
-def tcp_client(name: str, host: str, port: int, n: int) -> None:
-    set_name(name)
-    conn, info = tcp_exchange(host, port, n)
-    time.sleep(0.1)  # like a real client, not gone within the same millisecond
-    conn.close()
-    print(json.dumps({"pid": os.getpid(), **info}), flush=True)
-
-
-def brief_client(name: str, host: str, port: int, n: int, lifetime_ms: int) -> None:
-    """A process that connects, exchanges `n` bytes and exits `lifetime_ms` after
-    it began to connect, like a quick `curl`."""
+def tcp_client(name: str, host: str, port: int, n: int, lifetime_ms: int) -> None:
+    """Connect, exchange `n` bytes, and close (then exit) `lifetime_ms` after the
+    connect began, or at once if the exchange took longer: a `curl`."""
     set_name(name)
     started = time.monotonic()
     conn, info = tcp_exchange(host, port, n)
@@ -347,8 +338,7 @@ def udp_sink(name: str, port: int) -> None:
 COMMANDS = {
     "tcp-server": (tcp_server, (int,)),
     "udp-server": (udp_server, (int,)),
-    "tcp-client": (tcp_client, (str, str, int, int)),
-    "brief-client": (brief_client, (str, str, int, int, int)),
+    "tcp-client": (tcp_client, (str, str, int, int, int)),
     "udp-client": (udp_client, (str, str, int, int, int)),
     "short-conns": (short_conns, (str, str, int, int, int, int)),
     "loop-pair": (loop_pair, (str, str, int)),

@@ -71,8 +71,12 @@ def test_three_processes_match_tcpdump_exactly(hosts: TwoHosts, tmp_path: Path) 
     netoproc = _run_netoproc(hosts, 6)
 
     clients = {
-        "np-tcp4": hosts.peer(hosts.a, "tcp-client", "np-tcp4", hosts.b4, str(TCP_PORT), "300000"),
-        "np-tcp6": hosts.peer(hosts.a, "tcp-client", "np-tcp6", hosts.b6, str(TCP_PORT), "200000"),
+        "np-tcp4": hosts.peer(
+            hosts.a, "tcp-client", "np-tcp4", hosts.b4, str(TCP_PORT), "300000", "100"
+        ),
+        "np-tcp6": hosts.peer(
+            hosts.a, "tcp-client", "np-tcp6", hosts.b6, str(TCP_PORT), "200000", "100"
+        ),
         "np-udp": hosts.peer(hosts.a, "udp-client", "np-udp", hosts.b4, str(UDP_PORT), "50", "700"),
     }
     info = {}
@@ -133,7 +137,7 @@ def test_processes_that_live_50_ms_are_attributed(hosts: TwoHosts, tmp_path: Pat
     witness = hosts.tcpdump(hosts.a, hosts.veth_a, pcap)
     netoproc = _run_netoproc(hosts, 12)
     for _ in range(20):
-        client = hosts.peer(hosts.a, "brief-client", "np-brief", hosts.b4, str(TCP_PORT),
+        client = hosts.peer(hosts.a, "tcp-client", "np-brief", hosts.b4, str(TCP_PORT),
                             "5000", "50")  # fmt: skip
         _, err = client.communicate(timeout=30)
         assert client.returncode == 0, err

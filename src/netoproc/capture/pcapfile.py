@@ -40,7 +40,7 @@ BT_EPB = 6
 BT_APPLE_PIB = 0x80000001
 # The fixed part of each block this reader looks into, trailing length included:
 # a block shorter than that is skipped (and a packet block counted) as malformed.
-MIN_BLOCK = {BT_IDB: 20, BT_PB: 32, BT_SPB: 16, BT_EPB: 32, BT_APPLE_PIB: 12}
+MIN_BLOCK = {BT_IDB: 20, BT_PB: 32, BT_SPB: 16, BT_EPB: 32}
 
 OPT_END = 0
 IF_NAME = 2
@@ -223,7 +223,7 @@ class CaptureFile:
                     break
                 if pos + length > end:
                     break
-                if length < MIN_BLOCK.get(block_type, 12):
+                if length < MIN_BLOCK.get(block_type, 0):
                     if block_type in (BT_EPB, BT_PB, BT_SPB):
                         self.skipped += 1
                 elif block_type == BT_EPB:
