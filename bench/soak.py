@@ -9,10 +9,10 @@ Namespace `a` runs a live session (the same code as `netoproc`) while:
 - DNS questions go to a resolver in `b` (dnsmasq), answered or not.
 
 Every `--every` seconds it samples the session's process: RSS, threads,
-open descriptors, and the engine's table sizes (flows, DNS log, pending DNS
-transactions). At the end it prints the samples and a verdict: RSS after
-warm-up flat within 10 %, tables bounded, no growth in threads or
-descriptors.
+open descriptors, and the engine's table sizes (flows, process rows, DNS
+log, pending DNS transactions). At the end it prints the samples and a
+verdict: RSS after warm-up flat within 10 %, tables bounded, no growth in
+threads or descriptors.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def sample(snapshot):
     print(json.dumps({
         "t": snapshot.time, "rss_kib": rss, "threads": threading.active_count(),
         "fds": len(os.listdir("/proc/self/fd")), "flows": len(engine.flows),
-        "slots": engine.table.capacity, "dns_log": len(dns._log) if dns else 0,
+        "slots": engine.table.capacity, "rows": len(snapshot.processes),
+        "dns_log": len(dns._log) if dns else 0,
         "dns_pending": len(dns._pending) if dns else 0,
         "packets": snapshot.health.packets, "drops": snapshot.health.kernel_drops,
     }), flush=True)
@@ -110,11 +111,11 @@ def report(samples: list[dict[str, float]], err: str) -> None:
         print("no samples", err)
         return
     start = samples[0]["t"]
-    print(f"{'s':>6}{'RSS MiB':>9}{'threads':>9}{'fds':>6}{'flows':>7}{'slots':>7}"
+    print(f"{'s':>6}{'RSS MiB':>9}{'threads':>9}{'fds':>6}{'flows':>7}{'slots':>7}{'rows':>7}"
           f"{'dns log':>9}{'pending':>9}{'packets':>11}{'drops':>7}")  # fmt: skip
     for s in samples:
         print(f"{s['t'] - start:>6.0f}{s['rss_kib'] / 1024:>9.1f}{s['threads']:>9}{s['fds']:>6}"
-              f"{s['flows']:>7}{s['slots']:>7}{s['dns_log']:>9}{s['dns_pending']:>9}"
+              f"{s['flows']:>7}{s['slots']:>7}{s['rows']:>7}{s['dns_log']:>9}{s['dns_pending']:>9}"
               f"{s['packets']:>11,}{s['drops']:>7}")  # fmt: skip
     warm = [s for s in samples if s["t"] - start >= min(300, (samples[-1]["t"] - start) / 3)]
     rss = [s["rss_kib"] for s in warm]
@@ -124,7 +125,11 @@ def report(samples: list[dict[str, float]], err: str) -> None:
     )
     threads, fds = sorted({s["threads"] for s in samples}), sorted({s["fds"] for s in warm})
     flows, log = max(s["flows"] for s in samples), max(s["dns_log"] for s in samples)
-    print(f"threads {threads}, fds {fds}, flows at most {flows}, DNS log at most {log}")
+    rows = max(s["rows"] for s in samples)
+    print(
+        f"threads {threads}, fds {fds}, flows at most {flows}, process rows at most {rows}, "
+        f"DNS log at most {log}"
+    )
 
 
 if __name__ == "__main__":

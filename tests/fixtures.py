@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, ProcessRef, SocketInfo, parse_addr
 from netoproc.snapshot import (
+    EXITED_PID,
     CaptureHealth,
     ConnectionRow,
     DnsQueryRow,
@@ -68,6 +70,18 @@ def guide_snapshot() -> Snapshot:
         ProcessRow(ProcessRef(99, "idle", "root"), Traffic()),  # sockets but no traffic
     )
     return Snapshot(time=T0 + 5, started=T0, interval=1.0, processes=processes, connections=conns)
+
+
+def long_run_snapshot() -> Snapshot:
+    """The guide's processes after a long run: older exited processes folded by name."""
+    guide = guide_snapshot()
+    curl = ProcessRef(EXITED_PID, "curl", "admin")
+    backup = ProcessRef(EXITED_PID, "backup-worker-nightly", "root")
+    folded = (
+        ProcessRow(curl, Traffic(3_120_000, 624_000, 6_240, 3_120), exited=312),
+        ProcessRow(backup, Traffic(2_000, 1_000, 20, 10), exited=1_234),
+    )  # fmt: skip
+    return replace(guide, processes=guide.processes + folded)
 
 
 # The monitor's fixtures -------------------------------------------------------

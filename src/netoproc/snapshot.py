@@ -89,9 +89,17 @@ class ConnectionRow:
         return format_addr(self.raddr)
 
 
+EXITED_PID = -1  # the pid in a folded row's ProcessRef: never a real one
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessRow:
-    """Totals for one process; `process` None is the unattributed ("unknown") row."""
+    """Totals for one process; `process` None is the unattributed ("unknown") row.
+
+    A row with `exited` > 0 stands for that many processes of one name and
+    user that went quiet long ago (a long run folds them together to stay
+    bounded); it has no pid.
+    """
 
     process: ProcessRef | None
     total: Traffic
@@ -103,14 +111,24 @@ class ProcessRow:
     tx_history: tuple[float, ...] = ()
     # For the unknown row: bytes per reason, largest first.
     unknown_reasons: tuple[tuple[str, int], ...] = ()
+    exited: int = 0
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+        return self.process.pid if self.process and not self.exited else None
 
     @property
     def name(self) -> str:
         return self.process.name if self.process else "unknown"
+
+    @property
+    def user(self) -> str:
+        return self.process.user if self.process else ""
+
+    @property
+    def exited_note(self) -> str:
+        """What people read after a folded row's name: how many it stands for."""
+        return f" ({self.exited:,} exited)" if self.exited else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +269,7 @@ class Snapshot:
         return replace(self, processes=tuple(rows), connections=tuple(kept), dns=dns)
 
     def by_traffic(self) -> list[ProcessRow]:
-        """Processes with traffic, most bytes first (ties by pid, then name)."""
+        """Processes with traffic, most bytes first (ties by pid, then name and user)."""
         rows = [row for row in self.processes if row.total.packets]
-        rows.sort(key=lambda r: (-r.total.bytes, r.pid is None, r.pid or 0, r.name))
+        rows.sort(key=lambda r: (-r.total.bytes, r.pid is None, r.pid or 0, r.name, r.user))
         return rows

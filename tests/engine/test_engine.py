@@ -6,7 +6,7 @@ retirement of idle flows, and connection direction."""
 from __future__ import annotations
 
 from netoproc.engine import Engine
-from netoproc.engine.engine import HISTORY_SECONDS
+from netoproc.engine.engine import HISTORY_SECONDS, OTHER_EXITED
 from netoproc.model import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
@@ -60,7 +60,8 @@ def conn(snap: Snapshot, k: FlowKey) -> ConnectionRow:
 
 
 def proc(snap: Snapshot, pid: int | None) -> ProcessRow:
-    (row,) = [p for p in snap.processes if p.pid == pid]
+    """The row of `pid`; None: the unknown row."""
+    (row,) = [p for p in snap.processes if (p.process is None if pid is None else p.pid == pid)]
     return row
 
 
@@ -375,6 +376,62 @@ def test_an_exited_process_keeps_its_totals_but_not_an_idle_history() -> None:
     assert [len(r.tx_history) for r in rows[:2]] == [8, 9]  # the traffic is still in the minute
     assert rows[-1].tx_history == rows[-1].rx_history == ()  # an idle minute is dropped
     assert engine._process_history == {}
+
+
+def run_and_exit(engine: Engine, pid: int, name: str, at: float, payload: int = 100) -> None:
+    """A process `name` moves one TCP segment at `at` and holds no socket after."""
+    engine.ingest(batch(Pkt(ip(A, B, tcp(pid, 80, ACK, payload=payload)), at, TX)))
+    engine.attribute({key(A, pid, B, 80): sock(IPPROTO_TCP, A, pid, B, 80, pid=pid, name=name)})
+
+
+def test_exited_processes_past_the_kept_number_fold_into_one_row_per_name() -> None:
+    engine = Engine(started=T0, retire_after=5.0, keep_exited=2)
+    for i, (pid, name) in enumerate([(11, "curl"), (12, "curl"), (13, "dig"), (14, "curl")]):
+        run_and_exit(engine, pid, name, T0 + i, payload=100 * (i + 1))
+    live = sock(IPPROTO_TCP, A, 22, pid=20, name="sshd", state="LISTEN")
+    engine.update_sockets([live])  # holds a socket, moves nothing: never folded
+    before = engine.tick(T0 + 5)
+    assert {p.pid for p in before.processes} == {11, 12, 13, 14, 20}
+    # flows retire 5 s after their packet, in order: 11, 12, 13, 14
+    snaps = [engine.tick(T0 + t) for t in range(6, 14)]
+    after = snaps[-1]
+    curl = [p for p in after.processes if p.exited]
+    assert [(p.name, p.pid, p.exited, p.total) for p in curl] == [
+        ("curl", None, 2, Traffic(0, 2 * TCP4 + 300, 0, 2))
+    ]
+    assert curl[0].exited_note == " (2 exited)"
+    assert proc(after, 13).total == Traffic(0, TCP4 + 300, 0, 1)  # the two quiet last
+    assert proc(after, 14).total == Traffic(0, TCP4 + 400, 0, 1)
+    assert proc(after, 20).sockets == 1
+    assert {p.pid for p in after.processes} == {None, 13, 14, 20}
+    assert sum((p.total for p in after.processes), Traffic()) == sum(
+        (p.total for p in before.processes), Traffic()
+    )  # every byte is still in some row
+    assert all(s.health == before.health for s in snaps)
+
+
+def test_a_process_that_goes_quiet_again_is_kept_as_the_most_recent() -> None:
+    engine = Engine(started=T0, retire_after=5.0, keep_exited=1)
+    run_and_exit(engine, 11, "curl", T0)
+    run_and_exit(engine, 12, "wget", T0 + 1)
+    engine.tick(T0 + 6.5)  # both retire, 11 first
+    engine.ingest(batch(Pkt(ip(A, B, tcp(11, 80, ACK, payload=1)), T0 + 7, TX)))  # 11 again
+    engine.attribute({key(A, 11, B, 80): sock(IPPROTO_TCP, A, 11, B, 80, pid=11, name="curl")})
+    snaps = [engine.tick(T0 + t) for t in range(8, 16)]
+    # 12 went quiet at 6.5 s, 11 again at 13 s: 12 is the one folded
+    assert [(p.name, p.exited) for p in snaps[-1].processes if p.exited] == [("wget", 1)]
+    assert proc(snaps[-1], 11).total == Traffic(0, 2 * TCP4 + 101, 0, 2)
+
+
+def test_exited_names_past_the_kept_number_fold_into_one_other_row() -> None:
+    engine = Engine(started=T0, retire_after=5.0, keep_exited=1)
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        run_and_exit(engine, 11 + i, name, T0 + i)
+    snap = [engine.tick(T0 + t) for t in range(6, 12)][-1]
+    folded = sorted((p.name, p.exited) for p in snap.processes if p.exited)
+    assert folded == [("a", 1), (OTHER_EXITED, 2)]  # one name kept, then the rest as one
+    assert proc(snap, 14).exited == 0
+    assert sum(p.total.packets for p in snap.processes) == 4
 
 
 def test_unknown_reasons_sum_bytes_per_reason() -> None:

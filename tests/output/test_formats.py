@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from netoproc.model import ProcessRef
 from netoproc.output.formats import FORMATS
 from netoproc.snapshot import ProcessRow, Snapshot, Traffic
-from tests.fixtures import T0, guide_snapshot
+from tests.fixtures import T0, guide_snapshot, long_run_snapshot
 
 GOLDEN = Path(__file__).with_name("golden")
 
@@ -72,10 +73,11 @@ def render(fmt: str, snapshot: Snapshot) -> str:
     return out.getvalue()
 
 
+@pytest.mark.parametrize("fixture", [guide_snapshot, long_run_snapshot])
 @pytest.mark.parametrize(("fmt", "suffix"), [("tsv", "tsv"), ("json", "json"), ("pretty", "txt")])
-def test_golden(fmt: str, suffix: str) -> None:
-    text = render(fmt, guide_snapshot())
-    path = GOLDEN / f"guide.{suffix}"
+def test_golden(fmt: str, suffix: str, fixture: Callable[[], Snapshot]) -> None:
+    text = render(fmt, fixture())
+    path = GOLDEN / f"{fixture.__name__.removesuffix('_snapshot')}.{suffix}"
     if os.environ.get("NETOPROC_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text()
@@ -91,6 +93,17 @@ def test_pretty_matches_the_guides_rows() -> None:
     for expected in GUIDE_PRETTY_LINES:
         assert expected in lines
     assert "-        unknown                  43.9 KiB          0 B         30          0" in lines
+
+
+def test_folded_exited_processes_have_no_pid_and_keep_their_plain_name() -> None:
+    tsv = render("tsv", long_run_snapshot()).splitlines()
+    assert tsv[1] == "-\tcurl\t3120000\t624000\t6240\t3120"
+    rows = json.loads(render("json", long_run_snapshot()))
+    assert {"pid": None, "process": "curl"}.items() <= rows[0].items()
+    pretty = render("pretty", long_run_snapshot()).splitlines()
+    assert pretty[4].startswith("-        curl (312 exited)    ")
+    # a long name is cut, the note never
+    assert pretty[8].startswith("-        back… (1,234 exited)  ")
 
 
 def test_empty_snapshot() -> None:

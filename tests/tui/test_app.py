@@ -21,7 +21,7 @@ from netoproc.tui.bars import FilterBar, StatusBar
 from netoproc.tui.help import HelpScreen
 from netoproc.tui.process_view import Child, ProcessTable
 from netoproc.tui.source import Deliver, Fail, StaticSource
-from tests.fixtures import busy_snapshot, hostile_snapshot, monitor_snapshot
+from tests.fixtures import busy_snapshot, hostile_snapshot, long_run_snapshot, monitor_snapshot
 from tests.tui.screen import screen_lines, screen_text
 
 BIG = (160, 48)
@@ -185,6 +185,25 @@ async def test_enter_expands_a_process_into_its_sockets_and_connections() -> Non
         table = app.query_one(ProcessTable)
         assert not any(isinstance(row, Child) for row in table.rows)
         assert isinstance(table.current, ProcessRow) and table.current.name == "firefox"
+
+
+@pytest.mark.parametrize(
+    ("size", "curl", "backup"),
+    [
+        (BIG, "curl (312 exited)", "backup-w… (1,234 exited)"),
+        ((80, 24), "curl ×312", "ba… ×1,234"),
+    ],
+)
+async def test_folded_exited_processes_show_how_many_and_no_pid(
+    size: tuple[int, int], curl: str, backup: str
+) -> None:
+    app = app_on(long_run_snapshot())
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        lines = screen_lines(app)
+        for name, user in ((curl, "admin"), (backup, "root")):
+            (line,) = [line for line in lines if f" {name} " in line]
+            assert line.split()[0] == "-" and line.split()[len(name.split()) + 1] == user
 
 
 async def test_expanded_rows_list_listening_and_unconnected_sockets() -> None:

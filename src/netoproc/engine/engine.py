@@ -39,6 +39,7 @@ from netoproc.model import (
     UnknownReason,
 )
 from netoproc.snapshot import (
+    EXITED_PID,
     CaptureHealth,
     ConnectionRow,
     ProcessRow,
@@ -51,6 +52,10 @@ from netoproc.snapshot import (
 
 HISTORY_SECONDS = 60
 ACTIVE_SECONDS = 10.0
+# Exited processes kept as rows of their own; older ones fold into one row
+# per name and user, and past as many names into one row called OTHER_EXITED.
+KEEP_EXITED = 1_000
+OTHER_EXITED = "other"
 
 Owner = ProcessRef | None
 
@@ -63,15 +68,18 @@ class Engine:
         interval: float = 1.0,
         process_lookups: bool = True,
         retire_after: float = 300.0,
+        keep_exited: int = KEEP_EXITED,
         dns: bool = True,
     ) -> None:
         """`process_lookups` False: no socket table exists (a replayed file), so
         only processes the capture itself names are known. `dns` False: no DNS
-        observatory (--no-dns)."""
+        observatory (--no-dns). `keep_exited`: how many exited processes keep a
+        row of their own (see _fold_exited)."""
         self.started = started
         self.interval = interval
         self.process_lookups = process_lookups
         self.retire_after = retire_after
+        self.keep_exited = keep_exited
         self.flows: dict[FlowKey, Flow] = {}
         self.table = FlowTable()
         self._sides = ConversationSides()  # orients packets whose direction is not captured
@@ -81,7 +89,9 @@ class Engine:
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
         self.tcp = TcpHealth(self.table.capacity)
-        self._retired: dict[Owner, Traffic] = {}
+        self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
+        # exited processes folded together: (name, user) -> their totals, how many
+        self._folded: dict[tuple[str, str], tuple[Traffic, int]] = {}
         self._retired_reasons: dict[str, int] = {}
         self._process_history: dict[Owner, tuple[deque[float], deque[float]]] = {}
         self._last_tick = started
@@ -326,8 +336,12 @@ class Engine:
                     ),
                 )
             )
+        for (name, user), (total, exited) in self._folded.items():
+            ref = ProcessRef(EXITED_PID, name, user)
+            processes.append(ProcessRow(process=ref, total=total, exited=exited))
         for gone in set(self._process_history) - owners:
             del self._process_history[gone]
+        self._fold_exited(rates.keys() | holders)
         unattributed = totals.get(None, Traffic()).bytes
         dns = None
         if self.dns is not None:
@@ -376,6 +390,21 @@ class Engine:
             return (), ()
         return tuple(rx_hist), tuple(tx_hist)
 
+    def _fold_exited(self, live: set[Owner]) -> None:
+        """Keep rows of their own for the `keep_exited` processes that went quiet
+        last (no flows, no sockets); fold older ones into one row per name and
+        user, so that a machine starting processes all day costs the same memory
+        on its second day as on its first. Every byte stays in some row."""
+        exited = [owner for owner in self._retired if owner is not None and owner not in live]
+        for owner in exited[: max(0, len(exited) - self.keep_exited)]:
+            assert owner is not None
+            traffic = self._retired.pop(owner)
+            group = (owner.name, owner.user)
+            if group not in self._folded and len(self._folded) >= self.keep_exited:
+                group = (OTHER_EXITED, "")
+            total, count = self._folded.get(group, (Traffic(), 0))
+            self._folded[group] = (total + traffic, count + 1)
+
     def _owner_of(self, key: FlowKey) -> ProcessRef | None:
         flow = self.flows.get(key)
         return flow.owner if flow is not None else None
@@ -383,7 +412,8 @@ class Engine:
     def _retire(self, flow: Flow) -> None:
         """Fold an idle flow's totals into its process and forget the flow."""
         traffic = Traffic(flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets)
-        self._retired[flow.owner] = self._retired.get(flow.owner, Traffic()) + traffic
+        # popped and put back: the dict stays in order of last retirement
+        self._retired[flow.owner] = self._retired.pop(flow.owner, Traffic()) + traffic
         if flow.owner is None:
             reason = str(flow.reason or UnknownReason.NO_SOCKET)
             self._retired_reasons[reason] = self._retired_reasons.get(reason, 0) + traffic.bytes

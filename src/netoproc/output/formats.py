@@ -2,7 +2,8 @@
 
 Each writes the per-process table of a Snapshot: processes with traffic,
 most bytes (rx + tx) first, the unattributed traffic as pid `-` / null and
-process `unknown`. The column order is defined once, in `COLUMNS`.
+process `unknown`; processes folded together after exiting (a long run) as
+pid `-` / null and their name. The column order is defined once, in `COLUMNS`.
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ def write_json(snapshot: Snapshot, out: TextIO) -> None:
     out.write(json.dumps(rows, indent=2, ensure_ascii=True) + "\n")
 
 
-def _pretty_name(name: str, width: int) -> str:
-    name = printable(name)
-    return name if len(name) <= width else name[: width - 1] + "…"
+def _pretty_name(row: ProcessRow, width: int) -> str:
+    """The name, cut to fit with `…`; a folded row's note is never cut."""
+    name, note = printable(row.name), row.exited_note
+    room = width - len(note)
+    return (name if len(name) <= room else name[: max(0, room - 1)] + "…") + note
 
 
 def write_pretty(snapshot: Snapshot, out: TextIO) -> None:
     def line(pid: str, name: str, t: Traffic) -> str:
         return (
-            f"{pid:<8} {_pretty_name(name, 20):<20}"
+            f"{pid:<8} {name:<20}"
             f"{binary_size(t.rx_bytes):>13}{binary_size(t.tx_bytes):>13}"
             f"{t.rx_packets:>11}{t.tx_packets:>11}"
         )
@@ -56,7 +59,8 @@ def write_pretty(snapshot: Snapshot, out: TextIO) -> None:
     out.write(f"{'PID':<8} {'PROCESS':<20}{'RX':>13}{'TX':>13}{'RX_PKT':>11}{'TX_PKT':>11}\n")
     out.write("-" * RULE_WIDTH + "\n")
     for row in rows:
-        out.write(line("-" if row.pid is None else str(row.pid), row.name, row.total) + "\n")
+        pid = "-" if row.pid is None else str(row.pid)
+        out.write(line(pid, _pretty_name(row, 20), row.total) + "\n")
     out.write("-" * RULE_WIDTH + "\n")
     out.write(line("", "TOTAL", sum((r.total for r in rows), Traffic())) + "\n")
 

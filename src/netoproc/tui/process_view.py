@@ -13,6 +13,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
@@ -36,6 +37,7 @@ from netoproc.tui.table import GAP, Column, RowTable
 SPARK = Style(color="cyan")
 RATE_TEXT = 4  # compact_rate is never wider
 DNS_PORT = 53
+MIN_NAME = 4  # cells of a folded row's name worth keeping before its count shortens
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,21 @@ Line = ProcessRow | Child
 
 def _traffic(row: ProcessRow) -> tuple[float, int, int]:
     return (row.rx_rate + row.tx_rate, row.total.bytes, -(row.pid or -1))
+
+
+def _name(row: ProcessRow, width: int) -> str:
+    """The name in `width` cells. A folded row says how many processes it
+    stands for, as " (312 exited)" or, in a narrow column, " ×312"; the name is
+    cut before the count."""
+    name = printable(row.name)
+    if not row.exited:
+        return name
+    note = row.exited_note
+    if min(cell_len(name), MIN_NAME) + len(note) > width:
+        note = f" ×{row.exited:,}"
+    if cell_len(name) + len(note) > width:
+        name = fit(name, max(1, width - len(note)))
+    return name + note
 
 
 def _pid(row: ProcessRow) -> int:
@@ -191,8 +208,8 @@ class ProcessTable(RowTable[Line]):
             return self._child_segments(row, self.size.width)
         process = row.process
         texts = (
-            (str(process.pid) if process else "-", None),
-            (printable(row.name), None if process else DIM),
+            (str(row.pid) if row.pid is not None else "-", None),
+            (_name(row, widths[1]), DIM if process is None or row.exited else None),
             (printable(process.user) if process and process.user else "-", None),
             (count(row.sockets), None),
             (count(row.connections), None),
