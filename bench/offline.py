@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--flows", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if not 1 <= args.flows <= 0x7FFF:  # the two ends of a flow are f and 0xFFFF - f
+        parser.error("--flows must be from 1 to 32767")
     path = Path(f"/tmp/netoproc-bench-{args.packets}-{args.flows}.pcap")
     if not path.exists():
         generate(path, args.packets, args.flows)

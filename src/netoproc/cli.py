@@ -302,7 +302,7 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             f"{prog}: {h.packets} packets, {h.bytes} bytes; kernel drops {h.kernel_drops}, "
             f"queue drops {h.queue_drops}; malformed {h.malformed}, not IP {h.not_ip}, "
             f"without ports {h.portless}; unattributed {h.unattributed_bytes} bytes; "
-            f"failed socket-table reads {h.platform_errors}",
+            f"failed OS queries {h.platform_errors}",
         )
     try:
         write(snapshot.filtered(args.filter), sys.stdout)

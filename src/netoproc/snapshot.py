@@ -202,7 +202,7 @@ class CaptureHealth:
     not_ip: int = 0
     portless: int = 0
     unattributed_bytes: int = 0
-    platform_errors: int = 0  # socket-table or interface reads that failed for a moment
+    platform_errors: int = 0  # questions to the OS (sockets, interfaces) that failed for a moment
 
     @property
     def unattributed_share(self) -> float:

@@ -90,8 +90,7 @@ class Engine:
         self.dns = DnsTracker() if dns else None
         self.tcp = TcpHealth(self.table.capacity)
         self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
-        # exited processes folded together: (name, user) -> their totals, how many
-        self._folded: dict[tuple[str, str], tuple[Traffic, int]] = {}
+        self._folded: dict[tuple[str, str], ProcessRow] = {}  # (name, user) -> exited ones
         self._retired_reasons: dict[str, int] = {}
         self._process_history: dict[Owner, tuple[deque[float], deque[float]]] = {}
         self._last_tick = started
@@ -195,11 +194,6 @@ class Engine:
                           (r_hi << 64) | r_lo, rport)  # fmt: skip
             flow = self.flows[key] = table.create(key, row, int(groups.key_hash[i]))
             slots[i] = flow.slot
-            self.tcp.ensure(table.capacity)
-            self.tcp.reset(flow.slot)
-            arrays = table.arrays
-            arrays["first_seen"][flow.slot] = groups.first_ts[i]
-            arrays["conversation"][flow.slot] = conversation
             self._sides.add(conversation, a_is_local)
             pid = int(groups.pid[i])
             if pid >= 0:
@@ -212,6 +206,11 @@ class Engine:
                 flow.attribute(None, UnknownReason.NO_PROCESS_INFO)
             else:
                 lookups.append(key)
+        made = slots[fresh]
+        table.arrays["first_seen"][made] = groups.first_ts[fresh]
+        table.arrays["conversation"][made] = conversations
+        self.tcp.ensure(table.capacity)
+        self.tcp.reset(made)  # a slot freed by a retired flow starts afresh
         return lookups
 
     def _add(self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch) -> None:
@@ -336,9 +335,7 @@ class Engine:
                     ),
                 )
             )
-        for (name, user), (total, exited) in self._folded.items():
-            ref = ProcessRef(EXITED_PID, name, user)
-            processes.append(ProcessRow(process=ref, total=total, exited=exited))
+        processes.extend(self._folded.values())
         for gone in set(self._process_history) - owners:
             del self._process_history[gone]
         self._fold_exited(rates.keys() | holders)
@@ -402,8 +399,12 @@ class Engine:
             group = (owner.name, owner.user)
             if group not in self._folded and len(self._folded) >= self.keep_exited:
                 group = (OTHER_EXITED, "")
-            total, count = self._folded.get(group, (Traffic(), 0))
-            self._folded[group] = (total + traffic, count + 1)
+            row = self._folded.get(group)
+            self._folded[group] = (
+                ProcessRow(ProcessRef(EXITED_PID, *group), traffic, exited=1)
+                if row is None
+                else dataclasses.replace(row, total=row.total + traffic, exited=row.exited + 1)
+            )
 
     def _owner_of(self, key: FlowKey) -> ProcessRef | None:
         flow = self.flows.get(key)

@@ -13,7 +13,8 @@ does not say), and the ports of fragmented datagrams.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from netoproc.model import FlowKey, ProcessRef, SocketInfo, UnknownReason
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+T = TypeVar("T")
 
 KEY_COLUMNS = ("iface", "proto", "l_hi", "l_lo", "lport", "r_hi", "r_lo", "rport")
 
@@ -40,6 +42,20 @@ _COUNTERS: dict[str, tuple[type[np.generic], object]] = {
     "l_hi": (np.uint64, 0), "l_lo": (np.uint64, 0), "lport": (np.int64, 0),
     "r_hi": (np.uint64, 0), "r_lo": (np.uint64, 0), "rport": (np.int64, 0),
 }  # fmt: skip
+
+
+class _Column(Generic[T]):
+    """A flow's value in one of the table's arrays (named as the attribute), read-only."""
+
+    def __init__(self, convert: Callable[[Any], T]) -> None:
+        self._convert = convert
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, flow: Flow, owner: type | None = None) -> T:
+        return self._convert(flow._table.arrays[self._name][flow.slot].item())
 
 
 class Flow:
@@ -70,41 +86,14 @@ class Flow:
         self.owner, self.reason = owner, (None if owner else reason)
         self._table.arrays["owned"][self.slot] = owner is not None
 
-    def _counter(self, name: str) -> Any:
-        return self._table.arrays[name][self.slot].item()
-
-    @property
-    def rx_bytes(self) -> int:
-        return int(self._counter("rx_bytes"))
-
-    @property
-    def tx_bytes(self) -> int:
-        return int(self._counter("tx_bytes"))
-
-    @property
-    def rx_packets(self) -> int:
-        return int(self._counter("rx_packets"))
-
-    @property
-    def tx_packets(self) -> int:
-        return int(self._counter("tx_packets"))
-
-    @property
-    def first_seen(self) -> float:
-        return float(self._counter("first_seen"))
-
-    @property
-    def last_seen(self) -> float:
-        return float(self._counter("last_seen"))
-
-    @property
-    def outbound(self) -> bool | None:
-        value = int(self._counter("outbound"))
-        return None if value < 0 else bool(value)
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._counter("closed"))
+    rx_bytes = _Column(int)
+    tx_bytes = _Column(int)
+    rx_packets = _Column(int)
+    tx_packets = _Column(int)
+    first_seen = _Column(float)
+    last_seen = _Column(float)
+    outbound = _Column(lambda value: None if value < 0 else bool(value))  # -1: not seen
+    closed = _Column(bool)
 
 
 class FlowTable:

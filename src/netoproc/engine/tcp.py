@@ -116,8 +116,8 @@ class TcpHealth:
         if capacity > self._capacity:
             self._grow(capacity)
 
-    def reset(self, slot: int) -> None:
-        """Forget a slot's flow: its next flow starts afresh."""
+    def reset(self, slot: int | I64) -> None:
+        """Forget what slots held: their new flows start afresh."""
         for name, (_dtype, empty, _extra) in _STATE.items():
             self._arrays[name][slot] = empty
 
