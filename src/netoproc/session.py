@@ -13,6 +13,7 @@ time comes from the packets, so the same file always gives the same answer.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -240,6 +241,11 @@ class LiveSession:
     ) -> Snapshot:
         """Capture until `duration` seconds pass or `stop()`; return the last snapshot."""
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        # A full garbage collection stops every thread while it walks the heap:
+        # ~20 ms over start-up's objects (modules, numpy, the UI), long enough
+        # for the fast lane to miss a DNS query's socket. Those objects live for
+        # the whole run, so they are frozen out of every later collection.
+        gc.freeze()
         self._refresh_sockets()
         self._read_interfaces()
         self._capture_thread.start()
