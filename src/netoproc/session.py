@@ -45,8 +45,11 @@ CAPTURE_WAIT = 0.5  # the capture's `wake` ends it when the session stops
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
 # The fast lane must run within about a millisecond of a packet, even while the
-# engine thread holds the GIL; Python's default hand-over interval is 5 ms.
-GIL_SWITCH_SECONDS = 0.001
+# engine thread holds the GIL; Python's default hand-over interval is 5 ms. It
+# waits for the interpreter again after each of its ~15 reads of /proc and
+# netlink, so a tick (tens of ms with 1,000 flows) once held it up 15-40 ms at
+# 1 ms; at 0.2 ms, 10 ms (bench/short_lived.py).
+GIL_SWITCH_SECONDS = 0.0002
 
 
 @dataclass(frozen=True, slots=True)

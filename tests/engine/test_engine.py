@@ -361,6 +361,43 @@ def test_idle_flows_retire_into_unchanged_process_totals() -> None:
     assert list(engine.flows) == [key(B, 80, A, 1)]
 
 
+def test_a_syn_on_the_ports_of_a_closed_connection_opens_a_new_flow() -> None:
+    """Ports come round again (a client's ephemeral port, two minutes later, to the
+    same server): the new connection is looked up and counted on its own, maybe
+    for another process; the old one's bytes stay with its owner."""
+    engine = Engine(started=T0)
+    k = key(A, 40000, B, 443)
+    assert engine.ingest(
+        batch(
+            Pkt(ip(A, B, tcp(40000, 443, SYN)), T0, TX),
+            Pkt(ip(A, B, tcp(40000, 443, ACK, payload=100)), T0 + 0.1, TX),
+            Pkt(ip(B, A, tcp(443, 40000, FIN | ACK)), T0 + 0.2, RX),
+        )
+    ) == [k]
+    engine.attribute({k: sock(IPPROTO_TCP, A, 40000, B, 443, pid=5)})
+    assert conn(engine.tick(T0 + 1), k).total == Traffic(TCP4, 2 * TCP4 + 100, 1, 2)
+    # a SYN on a connection still open is a retransmission, not a new connection
+    assert engine.ingest(batch(Pkt(ip(C, A, tcp(50000, 22, SYN)), T0 + 2, RX))) != []
+    assert engine.ingest(batch(Pkt(ip(C, A, tcp(50000, 22, SYN)), T0 + 3, RX))) == []
+
+    assert engine.ingest(
+        batch(
+            Pkt(ip(A, B, tcp(40000, 443, SYN)), T0 + 120, TX),
+            Pkt(ip(A, B, tcp(40000, 443, ACK, payload=7)), T0 + 120.1, TX),
+        )
+    ) == [k]
+    engine.attribute({k: sock(IPPROTO_TCP, A, 40000, B, 443, pid=6)})
+    snap = engine.tick(T0 + 121)
+    row = conn(snap, k)
+    assert (row.process, row.state, row.first_seen) == (
+        ProcessRef(6, "p6"),
+        "ESTABLISHED",
+        T0 + 120,
+    )
+    assert row.total == proc(snap, 6).total == Traffic(0, 2 * TCP4 + 7, 0, 2)
+    assert proc(snap, 5).total == Traffic(TCP4, 2 * TCP4 + 100, 1, 2)
+
+
 def test_an_exited_process_keeps_its_totals_but_not_an_idle_history() -> None:
     engine = Engine(started=T0, retire_after=5.0)
     flow = key(A, 1, B, 80)

@@ -1,17 +1,29 @@
 """LinuxPlatform against this kernel: lookups and the full socket table name
 this process (pid, psutil's name, the socket's own fd) as the owner of the
-loopback sockets the test opens; too many keys at once ask for a full table."""
+loopback sockets the test opens; too many keys at once ask for a full table;
+what the fast lane saw of a process that exited right after is still its
+answer, even when the engine asks while the fast lane is still looking."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
-from netoproc.model import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey, ProcessRef
+from netoproc.model import (
+    IPPROTO_ICMP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    FlowKey,
+    ProcessRef,
+    parse_addr,
+)
 from netoproc.platform.linux import MAX_LOOKUPS, LinuxPlatform
 from tests.platform.live import Sockets, endpoint, inode
 
@@ -77,3 +89,82 @@ def test_socket_table_contains_the_tests_sockets(platform: LinuxPlatform, socket
 def test_too_many_keys_ask_for_the_full_table(platform: LinuxPlatform) -> None:
     keys = [FlowKey("lo", IPPROTO_TCP, 1, port, 2, 80) for port in range(MAX_LOOKUPS + 1)]
     assert platform.lookup(keys) is None
+
+
+BRIEF = """
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"np-brief", 0, 0, 0)  # PR_SET_NAME
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()  # exits, and its socket with it, when told to
+"""
+
+
+class Brief:
+    """A process named np-brief holding one UDP socket towards `port` until `end`."""
+
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BRIEF, str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        lport = int(self.proc.stdout.readline())
+        addr = parse_addr("127.0.0.1")
+        self.flow = (IPPROTO_UDP, addr, lport, addr, port)
+        self.key = FlowKey("lo", *self.flow)
+
+    def end(self) -> None:
+        self.proc.communicate("\n", timeout=10)
+
+
+@pytest.fixture
+def receiver(sockets: Sockets) -> int:
+    s = sockets.new(kind=socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    return port
+
+
+def test_what_the_fast_lane_saw_outlives_the_process(
+    platform: LinuxPlatform, receiver: int
+) -> None:
+    seen, unseen = Brief(receiver), Brief(receiver)
+    platform.prefetch([seen.flow])
+    seen.end()
+    unseen.end()
+    found = platform.lookup([seen.key, unseen.key])
+    assert found is not None
+    info = found[seen.key]
+    assert info is not None
+    assert (info.owner, info.fd) == (ProcessRef(seen.proc.pid, "np-brief", me().user), 3)
+    assert found[unseen.key] is None  # asked only after it exited: nobody holds it
+
+
+def test_lookup_waits_for_the_fast_lane_asking_about_the_same_flow(
+    platform: LinuxPlatform, receiver: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast lane found the owner, the process exited, and the engine asks
+    before the fast lane has handed its answer over: it waits for that answer."""
+    brief = Brief(receiver)
+    located, release = threading.Event(), threading.Event()
+    locate = platform._fast_owners.locate
+
+    def slow_locate(inodes: set[int]) -> dict[int, list[tuple[int, int]]]:
+        found = locate(inodes)
+        located.set()
+        release.wait(10)
+        return found
+
+    monkeypatch.setattr(platform._fast_owners, "locate", slow_locate)
+    fast_lane = threading.Thread(target=platform.prefetch, args=([brief.flow],))
+    fast_lane.start()
+    assert located.wait(10)
+    brief.end()
+    threading.Timer(0.01, release.set).start()
+    found = platform.lookup([brief.key])
+    fast_lane.join(10)
+    assert found is not None
+    info = found[brief.key]
+    assert info is not None and info.owner == ProcessRef(brief.proc.pid, "np-brief", me().user)

@@ -93,6 +93,35 @@ def test_find_reads_recent_owners_then_new_processes_then_the_rest(
     assert owners.owner(1001) == (100, 6)
 
 
+def test_locate_answers_without_touching_the_map(proc: Path) -> None:
+    owners = InodeOwners(str(proc))
+    assert owners.locate({3000}) == {3000: [(300, 1)]}  # 500, 400 hold none; then it stops
+    assert owners.locate({2000})[2000] == [(100, 5)]
+    assert owners.owner(2000) is None and owners.owner(3000) is None
+
+
+def test_the_owner_is_glimpsed_with_its_whole_name(proc: Path) -> None:
+    """comm keeps 15 bytes of a name; a cut one is completed from the command line,
+    as process tables do, but only when the command line is that program."""
+    names = {
+        100: (b"short\n", b"/usr/bin/short\0-v\0"),
+        200: (b"systemd-resolve\n", b"/lib/systemd/systemd-resolved\0"),
+        300: (b"kworker-written\n", b"/usr/bin/other-program\0"),
+    }
+    for pid, (comm, cmdline) in names.items():
+        (proc / str(pid) / "comm").write_bytes(comm)
+        (proc / str(pid) / "cmdline").write_bytes(cmdline)
+    owners = InodeOwners(str(proc))
+    owners.locate({2000, 3000})
+    owners.find([1000])
+    uid = os.getuid()
+    assert owners.glimpsed == {100: ("short", uid), 300: ("kworker-written", uid)}
+    (proc / "100" / "fd" / "9").symlink_to("socket:[4000]")
+    (proc / "200" / "fd" / "2").symlink_to("socket:[4001]")
+    owners.locate({4001})
+    assert owners.glimpsed[200] == ("systemd-resolved", uid)
+
+
 def test_find_reports_nothing_for_unknown_inodes_after_reading_everything(
     proc: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +59,23 @@ KEEP_EXITED = 1_000
 OTHER_EXITED = "other"
 
 Owner = ProcessRef | None
+
+
+class _Figures(NamedTuple):
+    """A flow's counters at a tick, as plain numbers."""
+
+    total: Traffic
+    rx_rate: float
+    tx_rate: float
+    first_seen: float
+    last_seen: float
+    outbound: bool | None  # from the SYN: True we opened it; None not seen
+    closed: bool
+
+
+# the table's arrays `_Figures` is read from, in the order `_figures` unpacks them
+_FIGURES = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "tick_rx", "tick_tx",
+            "first_seen", "last_seen", "outbound", "closed")  # fmt: skip
 
 
 class Engine:
@@ -118,6 +136,7 @@ class Engine:
         keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)
+        self._reopen(groups, slots)
         new = self._create_flows(groups, slots, batch)
         self._add(groups, slots, batch)
         tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
@@ -163,6 +182,17 @@ class Engine:
                 transport[i] = True
                 self._portless -= 1
         return dataclasses.replace(batch, sport=sport, dport=dport, transport=transport)
+
+    def _reopen(self, groups: FlowGroups, slots: npt.NDArray[np.int64]) -> None:
+        """A SYN on the ports of a connection that closed opens a new one, maybe of
+        another process: the old flow retires (its bytes stay with its owner) and
+        the group makes a new flow (its slot set to -1), which is looked up afresh."""
+        opening = np.flatnonzero((slots >= 0) & (groups.syn_out | groups.syn_in))
+        if len(opening):
+            closed = opening[self.table.arrays["closed"][slots[opening]]]
+            for i in closed.tolist():
+                self._retire(self.table.flows[int(slots[i])])
+                slots[i] = -1
 
     def _create_flows(
         self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch
@@ -286,24 +316,21 @@ class Engine:
         reasons = dict(self._retired_reasons)
         connections: list[ConnectionRow] = []
         retire: list[Flow] = []
-        a = self.table.arrays
-        for flow in self.flows.values():
-            rx_rate = float(a["tick_rx"][flow.slot]) / elapsed
-            tx_rate = float(a["tick_tx"][flow.slot]) / elapsed
-            owner = flow.owner
-            traffic = Traffic(flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets)
+        for flow, figures in self._figures(elapsed):
+            owner, traffic = flow.owner, figures.total
             totals[owner] = totals.get(owner, Traffic()) + traffic
             pair = rates.setdefault(owner, [0.0, 0.0])
-            pair[0] += rx_rate
-            pair[1] += tx_rate
+            pair[0] += figures.rx_rate
+            pair[1] += figures.tx_rate
             if owner is None:
                 reason = str(flow.reason or UnknownReason.NO_SOCKET)
                 reasons[reason] = reasons.get(reason, 0) + traffic.bytes
-            if not flow.closed and flow.last_seen >= now - ACTIVE_SECONDS:
+            if not figures.closed and figures.last_seen >= now - ACTIVE_SECONDS:
                 active[owner] = active.get(owner, 0) + 1
-            if flow.last_seen < now - self.retire_after:
+            if figures.last_seen < now - self.retire_after:
                 retire.append(flow)
-            connections.append(self._connection_row(flow, rx_rate, tx_rate, now))
+            connections.append(self._connection_row(flow, figures, now))
+        a = self.table.arrays
         a["tick_rx"][:] = 0
         a["tick_tx"][:] = 0
         for flow in retire:
@@ -365,6 +392,28 @@ class Engine:
                 platform_errors=self.platform_errors,
             ),
         )
+
+    def _figures(self, elapsed: float) -> Iterator[tuple[Flow, _Figures]]:
+        """Every flow with its counters, each array read once: one flow's values
+        picked out of numpy one at a time cost ~40 µs, a tick with 1,000 flows 50 ms."""
+        a = self.table.arrays
+        rx_b, tx_b, rx_p, tx_p, tick_rx, tick_tx, first, last, outbound, closed = (
+            a[name].tolist() for name in _FIGURES
+        )
+        for flow in self.flows.values():
+            s = flow.slot
+            yield (
+                flow,
+                _Figures(
+                    Traffic(rx_b[s], tx_b[s], rx_p[s], tx_p[s]),
+                    tick_rx[s] / elapsed,
+                    tick_tx[s] / elapsed,
+                    first[s],
+                    last[s],
+                    None if outbound[s] < 0 else outbound[s] == 1,
+                    closed[s],
+                ),
+            )
 
     def _history(
         self, owner: Owner, rx_rate: float, tx_rate: float, live: bool
@@ -460,18 +509,16 @@ class Engine:
             dup_acks=figures.dup_acks,
         )
 
-    def _connection_row(
-        self, flow: Flow, rx_rate: float, tx_rate: float, now: float
-    ) -> ConnectionRow:
-        key, sock = flow.key, flow.socket
+    def _connection_row(self, flow: Flow, figures: _Figures, now: float) -> ConnectionRow:
+        key, sock, outbound = flow.key, flow.socket, figures.outbound
         if sock is not None and sock.connected:
             state = sock.state
         elif key.proto == IPPROTO_TCP:
-            state = "CLOSED" if flow.closed else "ESTABLISHED" if flow.outbound is not None else "-"
+            state = "CLOSED" if figures.closed else "ESTABLISHED" if outbound is not None else "-"
         else:
             state = "-"
-        if flow.outbound is not None:
-            direction = "Out" if flow.outbound else "In"
+        if outbound is not None:
+            direction = "Out" if outbound else "In"
         else:
             pid = flow.owner.pid if flow.owner else -1
             listening = (key.proto, pid, key.lport) in self.sockets.listening
@@ -488,11 +535,11 @@ class Engine:
             rport=key.rport,
             state=state,
             direction=direction,
-            total=Traffic(flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets),
-            rx_rate=rx_rate,
-            tx_rate=tx_rate,
-            first_seen=flow.first_seen,
-            last_seen=flow.last_seen,
+            total=figures.total,
+            rx_rate=figures.rx_rate,
+            tx_rate=figures.tx_rate,
+            first_seen=figures.first_seen,
+            last_seen=figures.last_seen,
             fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
             domain=self.dns.name_for(key.raddr) if self.dns is not None else None,
             rtt_ms=health.rtt_ms if health else None,

@@ -1,9 +1,11 @@
 """The Linux platform: sockets from sock_diag, owners from /proc, names from psutil.
 
 Two threads use it: the engine thread (lookups of new flows, the full table)
-and the fast lane, which looks up just-opened flows the moment their first
-packet leaves (`prefetch`), before a short-lived process can exit. Each has
-its own netlink socket; the shared /proc and process-name caches are locked.
+and the fast lane, which finds who holds the sockets of just-opened flows the
+moment their first packet leaves (`prefetch`), before a short-lived process
+can exit. Each has its own netlink socket and its own map of /proc, so
+neither waits for the other's scans; they meet only where the fast lane
+leaves its answers for `lookup`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from netoproc.platform.sockdiag import DiagSocket, SockDiag, SockDiagError
 
 MAX_LOOKUPS = 512  # beyond this many new flows at once, one table dump is cheaper
 MAX_PREFETCHED = 4096
+PREFETCH_WAIT = 0.05  # seconds `lookup` waits for the fast lane's answer on the same flow
 
 Tuple5 = tuple[int, int, int, int, int]  # proto, local addr, local port, remote addr, remote port
+# what the fast lane saw of a socket: itself, its holder (pid, fd), the holder's (comm, uid)
+Prefetched = tuple[DiagSocket, tuple[int, int], tuple[str, int] | None]
 
 
 class LinuxPlatform:
@@ -39,9 +44,13 @@ class LinuxPlatform:
         # sockets no process holds (kernel sockets, or not yet accept()ed): known
         # after a full scan, so they do not trigger another one every tick
         self._unheld: set[int] = set()
-        self._lock = threading.Lock()  # guards the /proc and name caches
-        self._prefetched: OrderedDict[Tuple5, SocketInfo] = OrderedDict()
+        # the fast lane's own: it must never wait for a scan of the engine thread's
         self._fast_diag: SockDiag | None = None
+        self._fast_owners = InodeOwners(proc_root)
+        # the fast lane's answers, and the flows it is asking about right now
+        self._settled = threading.Condition()
+        self._prefetched: OrderedDict[Tuple5, Prefetched] = OrderedDict()
+        self._prefetching: set[Tuple5] = set()
 
     def close(self) -> None:
         self._diag.close()
@@ -49,27 +58,39 @@ class LinuxPlatform:
             self._fast_diag.close()
 
     def prefetch(self, flows: Iterable[Tuple5]) -> None:
-        """Look up the sockets of flows that just opened, now; `lookup` uses the answers."""
+        """Find who holds the sockets of flows that just opened, now; `lookup` uses
+        the answers. Only what vanishes with the process is read here (the socket's
+        holder, its comm and uid): every read lets the engine thread take the
+        interpreter back, so the rest waits for `lookup`."""
         if self._fast_diag is None:
             self._fast_diag = SockDiag()  # belongs to the fast lane's thread
-        found = []
-        for flow in flows:
-            try:
-                d = self._fast_diag.lookup(*flow)
-            except (OSError, SockDiagError):
-                continue
-            if d is not None and d.inode:
-                found.append((flow, d))
-        if not found:
-            return
-        with self._lock:
-            self._owners.find(d.inode for _, d in found)
-            answers = [(flow, self._socket(d)) for flow, d in found]
-        for flow, info in answers:
-            if info.owner is not None:
-                self._prefetched[flow] = info
-                if len(self._prefetched) > MAX_PREFETCHED:
+        flows = list(flows)
+        with self._settled:
+            self._prefetching.update(flows)
+        seen: list[tuple[Tuple5, Prefetched]] = []
+        try:
+            found = []
+            for flow in flows:
+                try:
+                    d = self._fast_diag.lookup(*flow)
+                except (OSError, SockDiagError):
+                    continue
+                if d is not None and d.inode:
+                    found.append((flow, d))
+            if found:
+                owners = self._fast_owners
+                holders = owners.locate({d.inode for _, d in found})
+                for flow, d in found:
+                    if d.inode in holders:
+                        pid, fd = holders[d.inode][0]
+                        seen.append((flow, (d, (pid, fd), owners.glimpsed.get(pid))))
+        finally:
+            with self._settled:
+                self._prefetched.update(seen)
+                while len(self._prefetched) > MAX_PREFETCHED:
                     self._prefetched.popitem(last=False)
+                self._prefetching.difference_update(flows)
+                self._settled.notify_all()
 
     def lookup(self, keys: Iterable[FlowKey]) -> dict[FlowKey, SocketInfo | None] | None:
         """The sockets new flows belong to, asked one by one; None if there are too many
@@ -77,26 +98,34 @@ class LinuxPlatform:
         keys = list(keys)
         if len(keys) > MAX_LOOKUPS:
             return None
-        found: dict[FlowKey, DiagSocket | None] = {}
-        answers: dict[FlowKey, SocketInfo | None] = {}
-        for key in keys:
-            if key.proto not in (IPPROTO_TCP, IPPROTO_UDP):
-                continue
-            early = self._prefetched.pop(
-                (key.proto, key.laddr, key.lport, key.raddr, key.rport), None
+        flows = {
+            key: (key.proto, key.laddr, key.lport, key.raddr, key.rport)
+            for key in keys
+            if key.proto in (IPPROTO_TCP, IPPROTO_UDP)
+        }
+        with self._settled:
+            # the fast lane may be looking one of them up right now: its answer, taken
+            # while the process lived, is better than ours, asked after it may have exited
+            self._settled.wait_for(
+                lambda: self._prefetching.isdisjoint(flows.values()), PREFETCH_WAIT
             )
-            if early is not None:
-                answers[key] = early
-                continue
-            try:
-                found[key] = self._diag.lookup(
-                    key.proto, key.laddr, key.lport, key.raddr, key.rport
-                )
-            except (OSError, SockDiagError):
-                found[key] = None
-        with self._lock:
-            self._owners.find(d.inode for d in found.values() if d is not None)
-            answers.update({key: self._socket(d) if d else None for key, d in found.items()})
+            early = {
+                key: self._prefetched.pop(flow)
+                for key, flow in flows.items()
+                if flow in self._prefetched
+            }
+        found: dict[FlowKey, DiagSocket | None] = {}
+        for key, flow in flows.items():
+            if key not in early:
+                try:
+                    found[key] = self._diag.lookup(*flow)
+                except (OSError, SockDiagError):
+                    found[key] = None
+        self._owners.find(d.inode for d in found.values() if d is not None)
+        answers: dict[FlowKey, SocketInfo | None] = {
+            key: self._socket(*seen) for key, seen in early.items()
+        }
+        answers.update({key: self._socket(d) if d else None for key, d in found.items()})
         return answers
 
     def socket_table(self) -> list[SocketInfo]:
@@ -109,14 +138,13 @@ class LinuxPlatform:
                 except (OSError, SockDiagError):
                     continue  # e.g. IPv6 disabled: the rest still counts
         inodes = {d.inode for d in diag if d.inode}
-        with self._lock:
-            if any(not self._owners.holders(i) and i not in self._unheld for i in inodes):
-                self._owners.rescan()
-                self._unheld = {i for i in inodes if not self._owners.holders(i)}
-            self._owners.forget_missing(inodes)
-            table = [self._socket(d) for d in diag]
-            self._names.forget_except({s.owner.pid for s in table if s.owner})
-            return table
+        if any(not self._owners.holders(i) and i not in self._unheld for i in inodes):
+            self._owners.rescan()
+            self._unheld = {i for i in inodes if not self._owners.holders(i)}
+        self._owners.forget_missing(inodes)
+        table = [self._socket(d) for d in diag]
+        self._names.forget_except({s.owner.pid for s in table if s.owner})
+        return table
 
     def interfaces(self) -> list[InterfaceInfo]:
         return read_interfaces()
@@ -124,12 +152,20 @@ class LinuxPlatform:
     def resolvers(self) -> dict[str, tuple[str, ...]]:
         return read_resolvers()
 
-    def _socket(self, d: DiagSocket) -> SocketInfo:
+    def _socket(
+        self,
+        d: DiagSocket,
+        held: tuple[int, int] | None = None,
+        glimpsed: tuple[str, int] | None = None,
+    ) -> SocketInfo:
+        """`d` with its owner: `held` (pid, fd) and `glimpsed` if the fast lane saw
+        them, else what the map knows."""
         owner = fd = None
-        held = self._owners.owner(d.inode) if d.inode else None
+        if held is None and d.inode:
+            held = self._owners.owner(d.inode)
         if held is not None:
-            owner = self._names.describe(held[0], self._owners.glimpsed.get(held[0]))
-            fd = held[1]
+            pid, fd = held
+            owner = self._names.describe(pid, glimpsed or self._owners.glimpsed.get(pid))
         return SocketInfo(
             proto=d.proto,
             laddr=d.laddr,

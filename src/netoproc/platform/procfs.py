@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 
 SOCKET_PREFIX = "socket:["
+COMM_MAX = 15  # the kernel keeps this many bytes of a process's name in comm
 
 
 class InodeOwners:
@@ -69,8 +70,12 @@ class InodeOwners:
     def find(self, inodes: Iterable[int]) -> None:
         """Make sure the owners of `inodes` are known, scanning as little as possible."""
         wanted = {i for i in inodes if i and i not in self._holders}
-        if not wanted:
-            return
+        if wanted:
+            self._holders.update(self.locate(wanted))
+
+    def locate(self, inodes: set[int]) -> dict[int, list[tuple[int, int]]]:
+        """Every socket of the processes scanned until all of `inodes` turned up (or
+        no process was left), holders lowest pid first. The map is left as it was."""
         pids = self._pids()
         new = [p for p in pids if p not in self._known_pids]
         live = set(pids)
@@ -80,30 +85,35 @@ class InodeOwners:
         found: dict[int, list[tuple[int, int]]] = {}
         for pid in order:
             self._scan_pid(pid, found)
-            if wanted <= found.keys():
+            if inodes <= found.keys():
                 break
         self._known_pids = live  # new ones are now known; the dead are forgotten
-        for inode, holders in found.items():
+        for holders in found.values():
             holders.sort()
-            self._holders[inode] = holders
-            if inode in wanted:
-                owner = holders[0][0]
-                self._recent.pop(owner, None)
-                self._recent[owner] = None
-                self._glimpse(owner)
+        for inode in inodes & found.keys():
+            owner = found[inode][0][0]
+            self._recent.pop(owner, None)
+            self._recent[owner] = None
+            self._glimpse(owner)
         while len(self._recent) > 64:
             del self._recent[next(iter(self._recent))]
         while len(self.glimpsed) > 1024:
             del self.glimpsed[next(iter(self.glimpsed))]
+        return found
 
     def _glimpse(self, pid: int) -> None:
         try:
             with open(f"{self.proc_root}/{pid}/comm", "rb") as f:
-                comm = f.read().rstrip(b"\n").decode("utf-8", "backslashreplace")
+                comm = f.read().rstrip(b"\n")
+            if len(comm) >= COMM_MAX:  # cut short: the command line may have it whole
+                with open(f"{self.proc_root}/{pid}/cmdline", "rb") as f:
+                    whole = os.path.basename(f.read().split(b"\0", 1)[0])
+                if whole.startswith(comm):
+                    comm = whole
             uid = os.stat(f"{self.proc_root}/{pid}").st_uid
         except OSError:
             return
-        self.glimpsed[pid] = (comm, uid)
+        self.glimpsed[pid] = (comm.decode("utf-8", "backslashreplace"), uid)
 
     def forget_missing(self, live_inodes: set[int]) -> None:
         """Drop sockets that no longer exist."""
