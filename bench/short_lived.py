@@ -85,7 +85,14 @@ def main() -> None:
     parser.add_argument("--pps", type=int, default=0, help="background UDP datagrams per second")
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    lifetimes = [float(x) for x in args.lifetimes.split(",")]
+    try:
+        lifetimes = [float(x) for x in args.lifetimes.split(",")]
+    except ValueError:
+        parser.error(f"--lifetimes: not a list of milliseconds: {args.lifetimes!r}")
+    if not 1 <= args.count * len(lifetimes) <= 60000 - FIRST_PORT or min(lifetimes) < 0:
+        parser.error("--count x lifetimes must be 1 to 40,000 clients, each lifetime >= 0")
+    if args.pps < 0:
+        parser.error("--pps must be 0 or more")
     if args.client:
         client_main(args.client[0], int(args.client[1]), lifetimes)
         return

@@ -30,6 +30,8 @@ LIVE_SMOKE = [
                  ["UDP flood", "nethogs -C", "peak RSS", "idle CPU", "wall time"], id="live"),
     pytest.param(["bench/tui_latency.py", "--pps", "2000", "--presses", "4"],
                  ["view switch", "sort (s)"], id="tui_latency"),
+    pytest.param(["bench/short_lived.py", "--count", "5", "--lifetimes", "0,10", "--pps", "1000"],
+                 ["lives    0 ms", "lives   10 ms", "attributed"], id="short_lived"),
     pytest.param(["bench/soak.py", "--seconds", "8", "--every", "4"],
                  ["RSS after warm-up", "threads"], id="soak"),
 ]  # fmt: skip
