@@ -394,8 +394,8 @@ class Engine:
         )
 
     def _figures(self, elapsed: float) -> Iterator[tuple[Flow, _Figures]]:
-        """Every flow with its counters, each array read once: one flow's values
-        picked out of numpy one at a time cost ~40 µs, a tick with 1,000 flows 50 ms."""
+        """Every flow with its counters, each array read once: picking a flow's ten
+        values out of numpy one by one cost ~6 µs, an eighth of a 1,000-flow tick."""
         a = self.table.arrays
         rx_b, tx_b, rx_p, tx_p, tick_rx, tick_tx, first, last, outbound, closed = (
             a[name].tolist() for name in _FIGURES
