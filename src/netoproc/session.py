@@ -47,8 +47,8 @@ PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
 # The fast lane must run within about a millisecond of a packet, even while the
 # engine thread holds the GIL; Python's default hand-over interval is 5 ms. It
 # waits for the interpreter again after each of its ~15 reads of /proc and
-# netlink, so a tick (tens of ms with 1,000 flows) once held it up 15-40 ms at
-# 1 ms; at 0.2 ms, 10 ms (bench/short_lived.py).
+# netlink, so a tick (tens of ms with 1,000 flows) held it up 15-40 ms at 1 ms
+# and ~10 ms at 0.2 ms (timed while bench/short_lived.py ran).
 GIL_SWITCH_SECONDS = 0.0002
 
 

@@ -132,7 +132,8 @@ def test_unknown_direction_syn_ack_first_makes_the_receiver_local() -> None:
     assert new == [key(A, 40000, B, 443)]
     new = engine.ingest(batch(Pkt(ip(B, A, tcp(443, 40000, ACK, payload=500)), T0 + 0.2)))
     assert new == []
-    assert engine.flows[key(A, 40000, B, 443)].rx_bytes == 2 * TCP4 + 500
+    flow = engine.flows[key(A, 40000, B, 443)]
+    assert engine.table.traffic(flow.slot).rx_bytes == 2 * TCP4 + 500
 
 
 def test_loopback_copies_make_two_flows_each_side_counted_once() -> None:

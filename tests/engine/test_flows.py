@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from netoproc.engine.flows import KEY_COLUMNS, ConversationSides, FlowTable, FragmentPorts
 from netoproc.model import IPPROTO_UDP, FlowKey, ProcessRef, UnknownReason
+from netoproc.snapshot import Traffic
 
 KEY = FlowKey("eth0", IPPROTO_UDP, 1, 2, 3, 4)
 ROW = (1, IPPROTO_UDP, 0, 1, 2, 0, 3, 4)  # the key columns: iface id, proto, l_hi, l_lo, ...
@@ -28,12 +29,13 @@ def hashes(*values: int) -> npt.NDArray[np.uint64]:
 def test_a_new_flow_is_pending_and_empty() -> None:
     table = FlowTable()
     flow = table.create(KEY, ROW, 99)
-    assert (flow.owner, flow.reason, flow.socket, flow.outbound, flow.closed) == (
-        None, UnknownReason.PENDING, None, None, False,
-    )  # fmt: skip
-    assert (flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets) == (0, 0, 0, 0)
-    table.arrays["rx_bytes"][flow.slot] += 1500
-    assert flow.rx_bytes == 1500  # counters read through to the arrays
+    assert (flow.owner, flow.reason, flow.socket) == (None, UnknownReason.PENDING, None)
+    a = table.arrays
+    assert (a["outbound"][flow.slot], a["closed"][flow.slot]) == (-1, False)  # nothing seen
+    assert table.traffic(flow.slot) == Traffic()
+    a["rx_bytes"][flow.slot] += 1500
+    a["tx_packets"][flow.slot] += 2
+    assert table.traffic(flow.slot) == Traffic(rx_bytes=1500, tx_packets=2)
 
 
 def test_attribute_clears_the_reason_and_marks_the_slot_owned() -> None:
@@ -71,7 +73,7 @@ def test_slots_are_reused_and_the_table_grows() -> None:
     table.release(made[1])
     reused = table.create(KEY, ROW, 1000)
     assert reused.slot == made[1].slot
-    assert reused.tx_bytes == 0  # a released slot starts empty
+    assert table.traffic(reused.slot) == Traffic()  # a released slot starts empty
     assert all(
         int(table.arrays[name][reused.slot]) == v for name, v in zip(KEY_COLUMNS, ROW, strict=True)
     )

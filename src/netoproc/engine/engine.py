@@ -25,7 +25,13 @@ import numpy.typing as npt
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
-from netoproc.engine.flows import ConversationSides, Flow, FlowTable, FragmentPorts
+from netoproc.engine.flows import (
+    TRAFFIC_COLUMNS,
+    ConversationSides,
+    Flow,
+    FlowTable,
+    FragmentPorts,
+)
 from netoproc.engine.grouping import FlowGroups, conversation_hashes, group, orient
 from netoproc.engine.interfaces import InterfaceStats
 from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
@@ -74,8 +80,8 @@ class _Figures(NamedTuple):
 
 
 # the table's arrays `_Figures` is read from, in the order `_figures` unpacks them
-_FIGURES = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "tick_rx", "tick_tx",
-            "first_seen", "last_seen", "outbound", "closed")  # fmt: skip
+_FIGURES = (*TRAFFIC_COLUMNS, "tick_rx", "tick_tx", "first_seen", "last_seen", "outbound",
+            "closed")  # fmt: skip
 
 
 class Engine:
@@ -461,7 +467,7 @@ class Engine:
 
     def _retire(self, flow: Flow) -> None:
         """Fold an idle flow's totals into its process and forget the flow."""
-        traffic = Traffic(flow.rx_bytes, flow.tx_bytes, flow.rx_packets, flow.tx_packets)
+        traffic = self.table.traffic(flow.slot)
         # popped and put back: the dict stays in order of last retirement
         self._retired[flow.owner] = self._retired.pop(flow.owner, Traffic()) + traffic
         if flow.owner is None:

@@ -4,7 +4,7 @@ The hot path never touches a Python object for a flow it already knows: a
 batch's flows are found by their 64-bit key hash and their counters are
 added with array operations. Only a new flow costs Python work (its key, its
 attribution). `Flow` objects hold what changes rarely: owner, socket,
-histories; their counters read through to the table.
+histories; their counters stay in the table's arrays, at the flow's slot.
 
 Also here: which side of a conversation is local (for packets whose capture
 does not say), and the ports of fragmented datagrams.
@@ -13,18 +13,18 @@ does not say), and the ports of fragmented datagrams.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from netoproc.model import FlowKey, ProcessRef, SocketInfo, UnknownReason
+from netoproc.snapshot import Traffic
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-T = TypeVar("T")
 
+TRAFFIC_COLUMNS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")  # Traffic's order
 KEY_COLUMNS = ("iface", "proto", "l_hi", "l_lo", "lport", "r_hi", "r_lo", "rport")
 
 # counter name -> (dtype, value of an empty slot)
@@ -42,20 +42,6 @@ _COUNTERS: dict[str, tuple[type[np.generic], object]] = {
     "l_hi": (np.uint64, 0), "l_lo": (np.uint64, 0), "lport": (np.int64, 0),
     "r_hi": (np.uint64, 0), "r_lo": (np.uint64, 0), "rport": (np.int64, 0),
 }  # fmt: skip
-
-
-class _Column(Generic[T]):
-    """A flow's value in one of the table's arrays (named as the attribute), read-only."""
-
-    def __init__(self, convert: Callable[[Any], T]) -> None:
-        self._convert = convert
-        self._name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, flow: Flow, owner: type | None = None) -> T:
-        return self._convert(flow._table.arrays[self._name][flow.slot].item())
 
 
 class Flow:
@@ -85,15 +71,6 @@ class Flow:
     def attribute(self, owner: ProcessRef | None, reason: UnknownReason | None) -> None:
         self.owner, self.reason = owner, (None if owner else reason)
         self._table.arrays["owned"][self.slot] = owner is not None
-
-    rx_bytes = _Column(int)
-    tx_bytes = _Column(int)
-    rx_packets = _Column(int)
-    tx_packets = _Column(int)
-    first_seen = _Column(float)
-    last_seen = _Column(float)
-    outbound = _Column(lambda value: None if value < 0 else bool(value))  # -1: not seen
-    closed = _Column(bool)
 
 
 class FlowTable:
@@ -153,6 +130,11 @@ class FlowTable:
             self._by_hash[key_hash] = slot
         flow = self.flows[slot] = Flow(self, slot, key)
         return flow
+
+    def traffic(self, slot: int) -> Traffic:
+        """One flow's totals (a tick reads every flow's at once, from whole arrays)."""
+        a = self.arrays
+        return Traffic(*(int(a[name][slot]) for name in TRAFFIC_COLUMNS))
 
     def release(self, flow: Flow) -> None:
         slot = flow.slot
