@@ -21,9 +21,10 @@ SRC = Path(__file__).parents[1] / "src" / "netoproc"
 ALLOWED: dict[str, set[str]] = {
     "model": set(),
     "clock": set(),
-    "capture": {"model"},
+    "ebpf": set(),  # loading the kernel programs: used by the layers that talk to the kernel
+    "capture": {"model", "ebpf"},
     "decode": {"model", "capture"},
-    "platform": {"model"},
+    "platform": {"model", "ebpf"},
     "snapshot": {"model"},
     "engine": {"model", "decode", "capture", "snapshot"},
     "output": {"model", "snapshot"},

@@ -24,6 +24,7 @@ from netoproc.model import (
     Direction,
     FlowKey,
     InterfaceInfo,
+    OwnerSighting,
     ProcessRef,
     SocketInfo,
     UnknownReason,
@@ -175,6 +176,14 @@ class FlakyPlatform:
 
     def prefetch(self, flows: Iterable[tuple[int, int, int, int, int]]) -> None:
         pass
+
+    fast_lane = False
+
+    def sightings(self) -> list[OwnerSighting]:
+        return []
+
+    def owner_source(self) -> tuple[str, str, int]:
+        return "sockets", "turned off", 0
 
     def socket_table(self) -> list[SocketInfo]:
         self._table_read()

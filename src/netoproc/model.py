@@ -112,6 +112,29 @@ class ProcessRef:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerSighting:
+    """A process seen using a socket, as the kernel told it (Linux eBPF): the
+    socket's endpoints then, and who sent or received through it.
+
+    `foreign`: the socket lives in another network namespace than netoproc's
+    (a container behind a veth), so its local endpoint is a remote one here.
+    """
+
+    proto: int
+    laddr: int
+    lport: int
+    raddr: int
+    rport: int
+    process: ProcessRef
+    foreign: bool = False
+    cgroup: int = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.rport != 0 or self.raddr not in (0, V4_MAPPED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
 class TcpKernelInfo:
     """Connection health as the kernel's TCP stack reports it.
 

@@ -3,12 +3,14 @@ owns the threads, and runs the loop that feeds the engine.
 
 Live: a capture thread moves finished kernel blocks into a bounded queue
 (never waiting: a full queue drops the block and counts its packets); the
-engine thread decodes, ingests, asks the platform about new flows at once,
-refreshes the socket table, and ticks. A third thread watches the packets
-that open flows (TCP SYNs, DNS queries) one by one and has the platform look
-their sockets up the moment they leave, so a process that exits a few
-milliseconds later is still named. Replay (`--read`): one thread, and
-time comes from the packets, so the same file always gives the same answer.
+engine thread takes the owners the kernel reported (Linux eBPF: the
+platform's own thread collects them), decodes, ingests, asks the platform
+about new flows at once, refreshes the socket table, and ticks. Without the
+kernel's owners, a third thread, the fast lane, watches the packets that open
+flows (TCP SYNs, DNS queries) one by one and has the platform look their
+sockets up the moment they leave, so a process that exits a few milliseconds
+later is still named. Replay (`--read`): one thread, and time comes from the
+packets, so the same file always gives the same answer.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Settings:
     buffer_bytes: int = 2 << 20
     dns: bool = True
     interval: float = 1.0
+    kernel_owners: bool = True  # Linux: ask the kernel to report socket owners (eBPF)
 
 
 class BlockQueue:
@@ -104,14 +107,14 @@ class LiveSession:
         self.settings = settings
         self.clock = clock
         self.capture = capture or open_live(settings.interface, settings.buffer_bytes, settings.dns)
-        if first_packets is None and capture is None:
-            first_packets = open_first_packets(settings.interface)
-        self.first_packets = first_packets
         try:
-            self.platform: Platform | None = platform or open_platform()
+            self.platform: Platform | None = platform or open_platform(settings.kernel_owners)
         except PlatformError as exc:
             log.warning("no process attribution: %s", exc)
             self.platform = None
+        if first_packets is None and capture is None and self.platform and self.platform.fast_lane:
+            first_packets = open_first_packets(settings.interface)
+        self.first_packets = first_packets
         self.engine = Engine(
             started=clock.now(),
             interval=settings.interval,
@@ -197,8 +200,14 @@ class LiveSession:
                 self.engine.resolvers = resolvers
         self._next_table = self.clock.monotonic() + SOCKET_TABLE_SECONDS
 
+    def _sight(self) -> None:
+        """The owners the kernel reported since the last call, to the engine."""
+        if self.platform is not None:
+            self.engine.sight(self.platform.sightings())
+
     def _ingest(self, block: RecordBlock) -> None:
         batch = decode_block(block, dns_payloads=self.settings.dns)
+        self._sight()  # first: a new flow's owner is usually among them
         new = self.engine.ingest(batch)
         platform = self.platform
         if new and platform is not None:
@@ -222,6 +231,9 @@ class LiveSession:
 
     def _tick(self) -> Snapshot:
         self.engine.note_capture_drops(self.capture.kernel_drops(), self.queue.dropped_packets)
+        if self.platform is not None:
+            self._sight()
+            self.engine.note_owner_source(*self.platform.owner_source())
         if self.clock.monotonic() >= self._next_table:
             self._refresh_sockets()
         now = self._read_interfaces()
@@ -243,16 +255,33 @@ class LiveSession:
         on_ready: Callable[[], None] | None = None,
     ) -> Snapshot:
         """Capture until `duration` seconds pass or `stop()`; return the last snapshot."""
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        # A full garbage collection stops every thread while it walks the heap:
-        # ~20 ms over start-up's objects (modules, numpy, the UI), long enough
-        # for the fast lane to miss a DNS query's socket. Those objects live for
-        # the whole run, so they are frozen out of every later collection.
-        gc.freeze()
+        fast_lane = self.first_packets is not None and self.platform is not None
+        switch_interval = sys.getswitchinterval()
+        if fast_lane:
+            sys.setswitchinterval(GIL_SWITCH_SECONDS)
+            # A full garbage collection stops every thread while it walks the heap:
+            # ~20 ms over start-up's objects (modules, numpy, the UI), long enough
+            # for the fast lane to miss a DNS query's socket. Those objects live for
+            # the whole run, so they are frozen out of every later collection.
+            gc.freeze()
+        try:
+            return self._run(duration, on_tick, on_ready, fast_lane)
+        finally:
+            if fast_lane:
+                sys.setswitchinterval(switch_interval)
+                gc.unfreeze()
+
+    def _run(
+        self,
+        duration: float | None,
+        on_tick: Callable[[Snapshot], None] | None,
+        on_ready: Callable[[], None] | None,
+        fast_lane: bool,
+    ) -> Snapshot:
         self._refresh_sockets()
         self._read_interfaces()
         self._capture_thread.start()
-        if self.first_packets is not None and self.platform is not None:
+        if fast_lane:
             self._first_packets_thread.start()
         if on_ready:
             on_ready()

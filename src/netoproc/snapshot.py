@@ -203,10 +203,31 @@ class CaptureHealth:
     portless: int = 0
     unattributed_bytes: int = 0
     platform_errors: int = 0  # questions to the OS (sockets, interfaces) that failed for a moment
+    # where owners come from: "eBPF" (the kernel names each socket's process as it is
+    # used), "sockets" (the socket table and /proc, after the fact; `owners_why` says
+    # why not eBPF), "capture" (the packets name their process: PKTAP) or "" (none)
+    owners: str = ""
+    owners_why: str = ""
+    owner_events_lost: int = 0  # kernel owner events its ring buffer had no room for
 
     @property
     def unattributed_share(self) -> float:
         return self.unattributed_bytes / self.bytes if self.bytes else 0.0
+
+    @property
+    def owners_text(self) -> str:
+        return owner_source_text(self.owners, self.owners_why)
+
+
+def owner_source_text(source: str, why: str) -> str:
+    """Where process owners come from, in a sentence (--verbose)."""
+    if source == "eBPF":
+        return "process owners from eBPF: the kernel names each socket's process as it is used"
+    if source == "sockets":
+        return f"process owners from the socket table and /proc (fallback: eBPF {why})"
+    if source == "capture":
+        return "process owners from the capture (PKTAP)"
+    return "no process owners"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The engine: all mutable state of a run, and nothing that does I/O or reads a clock.
 
+    sight(sightings)     <- processes the kernel saw using sockets (Linux eBPF)
     ingest(batch)        -> flows that need a socket lookup now
     attribute(found)     <- the platform's answers for those flows
     update_sockets(all)  <- the full socket table, every few ticks
@@ -7,9 +8,11 @@
     tick(now)            -> a frozen Snapshot
 
 Time arrives as data (packet timestamps, `now`), so replaying a capture gives
-the same snapshots every time. A flow that appears triggers an immediate
-lookup so that a connection living a few milliseconds is still attributed;
-flows still unknown are retried against every full table.
+the same snapshots every time. A new flow takes the owner the kernel saw
+using its socket, if it did (see engine/owners.py); otherwise it triggers an
+immediate lookup so that a connection living a few milliseconds is still
+attributed, and flows still unknown are retried against every full table and
+every later sighting.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from netoproc.engine.flows import (
 )
 from netoproc.engine.grouping import FlowGroups, conversation_hashes, group, orient
 from netoproc.engine.interfaces import InterfaceStats
+from netoproc.engine.owners import SightedOwners
 from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
 from netoproc.model import (
     IPPROTO_TCP,
@@ -41,6 +45,7 @@ from netoproc.model import (
     Direction,
     FlowKey,
     InterfaceInfo,
+    OwnerSighting,
     ProcessRef,
     SocketInfo,
     UnknownReason,
@@ -108,6 +113,9 @@ class Engine:
         self.table = FlowTable()
         self._sides = ConversationSides()  # orients packets whose direction is not captured
         self.sockets = SocketIndex()
+        self.sighted = SightedOwners()
+        self._new_sightings = False
+        self._owners = ("", "", 0)  # CaptureHealth's owners, owners_why, owner_events_lost
         self._fragments = FragmentPorts()
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
@@ -124,6 +132,14 @@ class Engine:
         self.platform_errors = 0  # questions to the OS that failed (and were retried later)
 
     # packets ---------------------------------------------------------------
+
+    def sight(self, sightings: Iterable[OwnerSighting]) -> None:
+        """Processes the kernel saw using sockets: new flows take them first; flows
+        already made take them at the next tick."""
+        sightings = list(sightings)
+        if sightings:
+            self.sighted.add(sightings)
+            self._new_sightings = True
 
     def ingest(self, batch: PacketBatch) -> list[FlowKey]:
         """Count a batch; return the new flows that need a socket lookup."""
@@ -240,6 +256,9 @@ class Engine:
                 flow.attribute(None, UnknownReason.NO_PORTS)
             elif not self.process_lookups:
                 flow.attribute(None, UnknownReason.NO_PROCESS_INFO)
+            elif (seen := self.sighted.match(key)) is not None:
+                flow.attribute(seen, None)
+                flow.by_kernel = True
             else:
                 lookups.append(key)
         made = slots[fresh]
@@ -309,6 +328,35 @@ class Engine:
     def note_capture_drops(self, kernel: int, queue: int) -> None:
         self._kernel_drops, self._queue_drops = kernel, queue
 
+    def note_owner_source(self, source: str, why: str = "", lost: int = 0) -> None:
+        """Where owners come from, for CaptureHealth (see its `owners`)."""
+        self._owners = (source, why, lost)
+
+    def _apply_sightings(self) -> None:
+        """Flows made before the kernel's word on their socket arrived take it now:
+        it beats an owner guessed from the socket table (a pre-fork server's
+        listener rather than the worker that served the connection). A connected
+        socket another process has since used (a socket passed on) ends its flow:
+        the bytes so far stay with the process that moved them, and the next
+        packets start a new flow under the new owner."""
+        if not self._new_sightings:
+            return
+        self._new_sightings = False
+        moved = self.sighted.moved()
+        match = self.sighted.match
+        for flow in list(self.flows.values()):
+            key = flow.key
+            if flow.by_kernel:
+                if moved and key[1:] in moved:
+                    seen = match(key)
+                    if seen is not None and flow.owner is not None and seen.pid != flow.owner.pid:
+                        self._retire(flow)
+            elif flow.reason not in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
+                seen = match(key)
+                if seen is not None:
+                    flow.attribute(seen, None)
+                    flow.by_kernel = True
+
     # ticks -----------------------------------------------------------------
 
     def tick(self, now: float) -> Snapshot:
@@ -316,6 +364,7 @@ class Engine:
         if elapsed <= 0:  # the clock stepped back, or two ticks at once
             elapsed = self.interval
         self._last_tick = now
+        self._apply_sightings()
         totals: dict[Owner, Traffic] = dict(self._retired)
         rates: dict[Owner, list[float]] = {}
         active: dict[Owner, int] = {}
@@ -396,6 +445,9 @@ class Engine:
                 portless=self._portless,
                 unattributed_bytes=unattributed,
                 platform_errors=self.platform_errors,
+                owners=self._owners[0],
+                owners_why=self._owners[1],
+                owner_events_lost=self._owners[2],
             ),
         )
 

@@ -49,6 +49,7 @@ class Flow:
 
     __slots__ = (
         "_table",
+        "by_kernel",
         "key",
         "owner",
         "reason",
@@ -64,6 +65,7 @@ class Flow:
         self.owner: ProcessRef | None = None
         self.reason: UnknownReason | None = UnknownReason.PENDING
         self.socket: SocketInfo | None = None
+        self.by_kernel = False  # the owner is one the kernel saw using the socket
         # (time, retransmits, segments sent) at recent ticks, for rates over 10 s;
         # TCP only, made at the first tick (an empty deque costs 600 bytes)
         self.retransmit_marks: deque[tuple[float, int, int]] | None = None

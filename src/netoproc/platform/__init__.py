@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from typing import Protocol
 
-from netoproc.model import FlowKey, InterfaceInfo, SocketInfo
+from netoproc.model import FlowKey, InterfaceInfo, OwnerSighting, SocketInfo
 
 
 class PlatformError(Exception):
@@ -27,6 +27,20 @@ class Platform(Protocol):
         the fast-lane thread, so `lookup` can answer for processes already gone."""
         ...
 
+    def sightings(self) -> list[OwnerSighting]:
+        """Processes the kernel saw using sockets since the last call (Linux eBPF)."""
+        ...
+
+    def owner_source(self) -> tuple[str, str, int]:
+        """Where owners come from (CaptureHealth.owners), why not from the kernel if
+        not (owners_why), and how many kernel events were lost."""
+        ...
+
+    @property
+    def fast_lane(self) -> bool:
+        """Whether `prefetch` is worth calling: owners are looked up after the fact."""
+        ...
+
     def socket_table(self) -> list[SocketInfo]: ...
 
     def interfaces(self) -> list[InterfaceInfo]: ...
@@ -38,7 +52,9 @@ class Platform(Protocol):
     def close(self) -> None: ...
 
 
-def open_platform() -> Platform:
+def open_platform(kernel_owners: bool = True) -> Platform:
+    """This OS's platform. `kernel_owners` False: do not ask the kernel to report
+    socket owners as they happen (Linux eBPF), use the socket table alone."""
     if sys.platform.startswith("darwin"):
         from netoproc.platform import darwin
 
@@ -46,5 +62,5 @@ def open_platform() -> Platform:
     if sys.platform.startswith("linux"):
         from netoproc.platform import linux
 
-        return linux.LinuxPlatform()
+        return linux.LinuxPlatform(kernel_owners=kernel_owners)
     raise PlatformError(f"no socket-table backend for {sys.platform} yet")

@@ -31,6 +31,7 @@ from netoproc.model import (
     V4_MAPPED_PREFIX,
     FlowKey,
     InterfaceInfo,
+    OwnerSighting,
     ProcessRef,
     SocketInfo,
     TcpKernelInfo,
@@ -237,6 +238,14 @@ class DarwinPlatform:
     def prefetch(self, flows: Iterable[tuple[int, int, int, int, int]]) -> None:
         """Nothing to do ahead: PKTAP names the process in every packet, the first of
         a short-lived process's too (the session runs no fast lane on macOS)."""
+
+    fast_lane = False
+
+    def sightings(self) -> list[OwnerSighting]:
+        return []  # the packets name their process (PKTAP)
+
+    def owner_source(self) -> tuple[str, str, int]:
+        return "capture", "", 0
 
     # sockets ----------------------------------------------------------------
 

@@ -1,11 +1,16 @@
-"""The Linux platform: sockets from sock_diag, owners from /proc, names from psutil.
+"""The Linux platform: owners from the kernel as sockets are used (eBPF, see
+platform/owners.py), else sockets from sock_diag and their holders from /proc;
+names from psutil.
 
-Two threads use it: the engine thread (lookups of new flows, the full table)
-and the fast lane, which finds who holds the sockets of just-opened flows the
-moment their first packet leaves (`prefetch`), before a short-lived process
-can exit. Each has its own netlink socket and its own map of /proc, so
-neither waits for the other's scans; they meet only where the fast lane
-leaves its answers for `lookup`.
+With eBPF, the kernel names the process at each socket's first send or
+receive, and the socket table only adds what the kernel keeps about sockets
+(state, TCP figures, which fds hold them). Without it (an older kernel, no
+CAP_BPF), two threads look owners up: the engine thread (lookups of new
+flows, the full table) and the fast lane, which finds who holds the sockets
+of just-opened flows the moment their first packet leaves (`prefetch`),
+before a short-lived process can exit. Each has its own netlink socket and
+its own map of /proc, so neither waits for the other's scans; they meet only
+where the fast lane leaves its answers for `lookup`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, FlowKey, InterfaceInfo, SocketInfo
+from netoproc.ebpf import BpfUnavailable
+from netoproc.model import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    FlowKey,
+    InterfaceInfo,
+    OwnerSighting,
+    SocketInfo,
+)
 from netoproc.platform import PlatformError
 from netoproc.platform.interfaces import read_interfaces
+from netoproc.platform.owners import OwnerTracer
 from netoproc.platform.processes import ProcessNames
 from netoproc.platform.procfs import InodeOwners
 from netoproc.platform.resolvers import read_resolvers
@@ -33,7 +47,7 @@ Prefetched = tuple[DiagSocket, tuple[int, int], tuple[str, int] | None]
 
 
 class LinuxPlatform:
-    def __init__(self, proc_root: str = "/proc") -> None:
+    def __init__(self, proc_root: str = "/proc", *, kernel_owners: bool = True) -> None:
         try:
             self._diag = SockDiag()
         except OSError as exc:
@@ -51,11 +65,33 @@ class LinuxPlatform:
         self._settled = threading.Condition()
         self._prefetched: OrderedDict[Tuple5, Prefetched] = OrderedDict()
         self._prefetching: set[Tuple5] = set()
+        self._tracer: OwnerTracer | None = None
+        self._why = "turned off (NETOP_EBPF=off)"
+        if kernel_owners:
+            try:
+                self._tracer = OwnerTracer()
+                self._tracer.start()
+            except BpfUnavailable as exc:
+                self._why = str(exc)
 
     def close(self) -> None:
+        if self._tracer is not None:
+            self._tracer.close()
         self._diag.close()
         if self._fast_diag is not None:
             self._fast_diag.close()
+
+    def sightings(self) -> list[OwnerSighting]:
+        return self._tracer.take() if self._tracer is not None else []
+
+    def owner_source(self) -> tuple[str, str, int]:
+        if self._tracer is None:
+            return "sockets", self._why, 0
+        return "eBPF", "", self._tracer.lost()
+
+    @property
+    def fast_lane(self) -> bool:
+        return self._tracer is None
 
     def prefetch(self, flows: Iterable[Tuple5]) -> None:
         """Find who holds the sockets of flows that just opened, now; `lookup` uses

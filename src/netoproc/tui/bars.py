@@ -114,6 +114,14 @@ def status_text(status: Status, width: int) -> Text:
         share = status.health.unattributed_share
         shown = "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
         items.append(Item(4, f"unknown {shown}"))
+        owners = status.health.owners
+        if owners == "eBPF":
+            lost = status.health.owner_events_lost
+            said = f"owners: eBPF, {count(lost)} lost" if lost else "owners: eBPF"
+            items.append(Item(3, said, "eBPF", style=YELLOW if lost else None))
+        elif owners == "sockets":
+            why = printable(status.health.owners_why)
+            items.append(Item(3, f"owners: /proc (no eBPF: {why})", "no eBPF", style=YELLOW))
     if status.position:
         items.append(Item(2, status.position, style=DIM))
     if status.note:

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Who owns a socket, told by the kernel at the moment a process uses it.
+ *
+ * Three raw tracepoints, all in the context of the process that uses the
+ * socket: sock_send_length and sock_recv_length (Linux >= 6.4; they fire in
+ * sock_sendmsg/sock_recvmsg for every send and receive, whatever the system
+ * call: send, write, sendmmsg, splice, io_uring) and inet_sock_set_state when
+ * a process closes a TCP connection (a server that accepts and closes without
+ * reading). Each socket and process is reported once, through a ring buffer:
+ * the socket's addresses and ports, the process (tgid, the group leader's
+ * name: a thread may be called anything), its uid and cgroup, and the network
+ * namespace. An LRU map remembers what was reported, so a busy socket costs
+ * one event, not one per send; when its addresses change (an unconnected UDP
+ * socket that connects) it is reported again.
+ *
+ * Built by scripts/build-bpf; the object ships with the package.
+ */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define TCP_FIN_WAIT1 4
+#define TCP_LAST_ACK 9
+
+enum hook { HOOK_SEND = 1, HOOK_RECV = 2, HOOK_CLOSE = 3 };
+
+/* One sighting; the layout netoproc/platform/owners.py reads (80 bytes). */
+struct owner_event {
+	__u64 cgroup;
+	__u32 tgid;
+	__u32 uid;
+	__u32 netns;
+	__u16 family;
+	__u8 proto;
+	__u8 hook;
+	__u8 laddr[16]; /* AF_INET: the address in the first 4 bytes */
+	__u8 raddr[16];
+	__u16 lport; /* host order */
+	__u16 rport; /* host order */
+	__u32 pad;
+	char comm[16];
+};
+
+struct seen_key {
+	__u64 sk;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct seen_key);
+	__type(value, __u64);
+} seen SEC(".maps");
+
+/* [0]: events the ring buffer had no room for */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* What the socket looks like now, folded to 64 bits: a change is reported again. */
+static __always_inline __u64 fold(const struct owner_event *e)
+{
+	const __u64 *l = (const __u64 *)e->laddr, *r = (const __u64 *)e->raddr;
+	__u64 h = ((__u64)e->lport << 32 | (__u64)e->rport << 16 | e->proto) * 0x9E3779B97F4A7C15ULL;
+	h ^= l[0] * 0xC2B2AE3D27D4EB4FULL;
+	h ^= l[1] * 0x165667B19E3779F9ULL;
+	h ^= r[0] * 0x27D4EB2F165667C5ULL;
+	h ^= r[1] * 0x94D049BB133111EBULL;
+	return h ^ (h >> 31);
+}
+
+static __always_inline int report(struct sock *sk, enum hook hook)
+{
+	unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0; /* unix, netlink and the rest: by far the most common, leave at once */
+	__u8 proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+
+	struct owner_event e = {};
+	e.family = family;
+	e.proto = proto;
+	e.hook = hook;
+	e.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e.rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e.lport == 0 || (proto == IPPROTO_TCP && e.rport == 0))
+		return 0; /* not bound, or a TCP socket not connected: nothing to match yet */
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)e.laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e.raddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&e.laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e.tgid = pid_tgid >> 32;
+
+	struct seen_key key = {.sk = (__u64)sk, .tgid = e.tgid};
+	__u64 shape = fold(&e);
+	__u64 *known = bpf_map_lookup_elem(&seen, &key);
+	if (known && *known == shape)
+		return 0;
+
+	e.uid = (__u32)bpf_get_current_uid_gid();
+	e.cgroup = bpf_get_current_cgroup_id();
+	e.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&e.comm, task, group_leader, comm);
+
+	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) != 0) {
+		__u32 zero = 0;
+		__u64 *count = bpf_map_lookup_elem(&lost, &zero);
+		if (count)
+			__sync_fetch_and_add(count, 1);
+		return 0; /* not remembered: the next send tries again */
+	}
+	bpf_map_update_elem(&seen, &key, &shape, BPF_ANY);
+	return 0;
+}
+
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(on_send, struct sock *sk, int ret, int flags)
+{
+	return report(sk, HOOK_SEND);
+}
+
+SEC("raw_tp/sock_recv_length")
+int BPF_PROG(on_recv, struct sock *sk, int ret, int flags)
+{
+	return report(sk, HOOK_RECV);
+}
+
+/* Only the transitions a process makes itself, by closing the socket:
+ * others happen in softirq context, where the current task is anybody. */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK)
+		return 0;
+	return report(sk, HOOK_CLOSE);
+}
+
+char LICENSE[] SEC("license") = "GPL";

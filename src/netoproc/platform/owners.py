@@ -1,0 +1,148 @@
+"""Socket owners from the kernel (Linux, eBPF): which process used which socket,
+told the moment it sent or received, so a process that exits a millisecond
+later is still named.
+
+`OwnerTracer` loads `ebpf/owners.bpf.c` (raw tracepoints sock_send_length,
+sock_recv_length and inet_sock_set_state), reads its ring buffer on a thread
+of its own, and turns each event into an `OwnerSighting` the engine matches
+flows against. It names the process at once, while it still runs (its full
+name and user); for one already gone, from the name and uid the kernel put
+in the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import struct
+import threading
+from collections import deque
+from typing import NamedTuple
+
+from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer
+from netoproc.model import OwnerSighting, ProcessRef, addr_from_bytes
+from netoproc.platform.processes import ProcessNames
+
+log = logging.getLogger("netoproc")
+
+# struct owner_event in owners.bpf.c
+EVENT = struct.Struct("=QIIIHBB16s16sHHI16s")
+AF_INET = 2
+HOOKS = (  # (program, the tracepoint it needs)
+    ("on_send", "the sock_send_length tracepoint (Linux 6.4 or newer)"),
+    ("on_recv", "the sock_recv_length tracepoint (Linux 6.4 or newer)"),
+    ("on_state", "the inet_sock_set_state tracepoint"),
+)
+MAX_WAITING = 65536  # sightings not yet taken by the engine thread; older ones give way
+
+
+def own_netns() -> int:
+    """The inode number of this process's network namespace (the kernel's ns.inum)."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
+class OwnerEvent(NamedTuple):
+    """One ring-buffer record, decoded."""
+
+    proto: int
+    laddr: int
+    lport: int
+    raddr: int
+    rport: int
+    netns: int
+    cgroup: int
+    tgid: int
+    comm: str
+    uid: int
+
+    def sighting(self, process: ProcessRef, foreign: bool) -> OwnerSighting:
+        return OwnerSighting(self.proto, self.laddr, self.lport, self.raddr, self.rport, process,
+                             foreign=foreign, cgroup=self.cgroup)  # fmt: skip
+
+
+def decode_event(raw: bytes) -> OwnerEvent | None:
+    """A ring-buffer record; None if it is too short to be one."""
+    if len(raw) < EVENT.size:
+        return None
+    (cgroup, tgid, uid, netns, family, proto, _hook, laddr, raddr, lport, rport, _pad,
+     comm) = EVENT.unpack_from(raw)  # fmt: skip
+    width = 4 if family == AF_INET else 16
+    return OwnerEvent(
+        proto, addr_from_bytes(laddr[:width]), lport, addr_from_bytes(raddr[:width]), rport,
+        netns, cgroup, tgid, comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"), uid,
+    )  # fmt: skip
+
+
+class OwnerTracer:
+    """The kernel's owner events, collected on a thread; `take` hands them over."""
+
+    def __init__(self) -> None:
+        self._object = BpfObject("owners")
+        try:
+            for program, hook in HOOKS:
+                self._object.attach(program, hook)
+            self._ring = RingBuffer(self._object.map_fd("events"), self._received)
+        except BpfUnavailable:
+            self._object.close()
+            raise
+        self._netns = own_netns()
+        self._names = ProcessNames()  # this thread's own: the engine thread has another
+        self._raw: list[bytes] = []
+        self._ready: deque[OwnerSighting] = deque(maxlen=MAX_WAITING)
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="netoproc-owners", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _received(self, raw: bytes) -> None:
+        self._raw.append(raw)
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._ring.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stopping:
+            poller.poll()
+            self._collect()
+        self._collect()
+
+    def _collect(self) -> None:
+        self._ring.consume()
+        raw, self._raw = self._raw, []
+        for record in raw:
+            event = decode_event(record)
+            if event is None:
+                continue
+            process = self._names.describe(event.tgid, (event.comm, event.uid))
+            if process is not None:
+                foreign = bool(self._netns) and event.netns != self._netns
+                self._ready.append(event.sighting(process, foreign))
+
+    def take(self) -> list[OwnerSighting]:
+        """The sightings since the last call, oldest first (any thread)."""
+        ready = self._ready
+        return [ready.popleft() for _ in range(len(ready))]
+
+    def lost(self) -> int:
+        """Events the kernel could not hand over (its ring buffer was full)."""
+        return self._object.read_u64("lost")
+
+    def stop(self) -> None:
+        """Stop the thread after it has collected what the kernel holds now."""
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        self._ring.close()
+        self._object.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
