@@ -32,6 +32,10 @@ class Traffic:
     def bytes(self) -> int:
         return self.rx_bytes + self.tx_bytes
 
+    def reversed(self) -> Traffic:
+        """The same traffic seen from the other end."""
+        return Traffic(self.tx_bytes, self.rx_bytes, self.tx_packets, self.rx_packets)
+
     @property
     def packets(self) -> int:
         return self.rx_packets + self.tx_packets

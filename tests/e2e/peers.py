@@ -20,6 +20,14 @@ library so they run anywhere the tests do.
     python peers.py hold-server PORT                    accept connections and keep them open
     python peers.py hold-conns NAME HOST PORT COUNT SECONDS   open COUNT connections, hold them
     python peers.py udp-sink NAME PORT                  receive datagrams, never answer
+    python peers.py quick-server NAME PORT              echo per connection, close at once
+    python peers.py oneshot-server NAME PORT            serve one connection, exit on hang-up
+    python peers.py prefork-server PORT WORKERS         np-parent listens, np-worker children serve
+    python peers.py udp-burst NAME HOST PORT COUNT SIZE  COUNT datagrams in one sendmmsg, exit
+    python peers.py dns-burst NAME HOST PORT COUNT      COUNT clients, one after another: each asks
+                                                        one question, exits when it is answered
+    python peers.py inherited NAME HOST PORT BYTES      the parent connects, a child named NAME
+                                                        exchanges BYTES on the inherited socket
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -326,6 +335,152 @@ def hold_conns(name: str, host: str, port: int, count: int, seconds: int) -> Non
         conn.close()
 
 
+def listen(port: int, backlog: int = 256) -> socket.socket:
+    """A dual-stack TCP listener on `port`."""
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    s.listen(backlog)
+    return s
+
+
+def serve_once(conn: socket.socket) -> int:
+    """Read a length-prefixed message, echo it, close at once; the client's port."""
+    with conn:
+        port = int(conn.getpeername()[1])
+        header = conn.recv(8, socket.MSG_WAITALL)
+        if len(header) == 8:
+            conn.sendall(recv_exact(conn, int.from_bytes(header, "big")))
+    return port
+
+
+def quick_server(name: str, port: int) -> None:
+    """A long-lived server that closes each connection as soon as it has answered,
+    as `python3 -m http.server` does."""
+    set_name(name)
+    s = listen(port)
+    print(json.dumps({"ready": port, "pid": os.getpid()}), flush=True)
+    while True:
+        serve_once(s.accept()[0])
+
+
+def oneshot_server(name: str, port: int) -> None:
+    """Serve one connection, echoing until the client hangs up, then exit."""
+    set_name(name)
+    s = listen(port)
+    print(json.dumps({"ready": port, "pid": os.getpid()}), flush=True)
+    conn, _ = s.accept()
+    with conn:
+        while data := conn.recv(1 << 16):
+            conn.sendall(data)
+
+
+def prefork_server(port: int, workers: int) -> None:
+    """A listener in np-parent, connections served by np-worker children, each of
+    which prints its pid and the client port of every connection it served."""
+    set_name("np-parent")
+    s = listen(port)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            set_name("np-worker")
+            while True:
+                client = serve_once(s.accept()[0])
+                print(json.dumps({"pid": os.getpid(), "client": client}), flush=True)
+        children.append(pid)
+
+    def stop(_signum: int, _frame: object) -> None:  # the workers go with the parent
+        for child in children:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print(json.dumps({"ready": port, "pid": os.getpid(), "workers": children}), flush=True)
+    threading.Event().wait()
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = (
+        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.POINTER(_Iovec)), ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int), ("_end_of_msghdr", ctypes.c_int),  # struct msghdr ends 8-aligned
+        ("len", ctypes.c_uint),
+    )  # fmt: skip
+
+
+def udp_burst(name: str, host: str, port: int, count: int, size: int) -> None:
+    """Send `count` datagrams of `size` bytes with one sendmmsg call and exit
+    straight away: a process that lives about a millisecond."""
+    set_name(name)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.connect((host, port))
+    payload = ctypes.create_string_buffer(os.urandom(size), size)
+    iov = _Iovec(ctypes.cast(payload, ctypes.c_void_p), size)
+    messages = (_Mmsghdr * count)()
+    for m in messages:
+        m.iov, m.iovlen = ctypes.pointer(iov), 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    sent = libc.sendmmsg(s.fileno(), messages, count, 0)
+    local = s.getsockname()
+    print(json.dumps({"pid": os.getpid(), "sent": sent, "lport": local[1]}), flush=True)
+    os._exit(0)
+
+
+# one DNS question, `short.test A`
+QUESTION = bytes.fromhex("1234010000010000000000000573686f727404746573740000010001")
+
+
+def dns_burst(name: str, host: str, port: int, count: int) -> None:
+    """Fork `count` clients one after another; each sends one question from a
+    socket of its own and exits the moment the answer is read. Prints one JSON
+    line per client: its pid and port."""
+    for _ in range(count):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                set_name(name)
+                s = socket.socket(family(host), socket.SOCK_DGRAM)
+                s.settimeout(2)
+                s.connect((host, port))
+                os.write(w, s.getsockname()[1].to_bytes(2, "big"))
+                s.send(QUESTION)
+                s.recv(512)
+            finally:
+                os._exit(0)
+        os.close(w)
+        lport = int.from_bytes(os.read(r, 2), "big")
+        os.close(r)
+        os.waitpid(pid, 0)
+        print(json.dumps({"pid": pid, "lport": lport}), flush=True)
+
+
+def inherited(name: str, host: str, port: int, n: int) -> None:
+    """The parent (np-opener) connects and forks; only the child, named `name`,
+    uses the socket; the parent closes its copy unused and waits."""
+    set_name("np-opener")
+    conn = socket.create_connection((host, port), timeout=10)
+    pid = os.fork()
+    if pid == 0:
+        set_name(name)
+        conn.sendall(n.to_bytes(8, "big") + os.urandom(n))
+        recv_exact(conn, n)
+        conn.close()
+        os._exit(0)
+    lport = conn.getsockname()[1]
+    conn.close()
+    os.waitpid(pid, 0)
+    print(json.dumps({"parent": os.getpid(), "pid": pid, "lport": lport}), flush=True)
+
+
 def udp_sink(name: str, port: int) -> None:
     set_name(name)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -351,6 +506,12 @@ COMMANDS = {
     "hold-server": (hold_server, (int,)),
     "hold-conns": (hold_conns, (str, str, int, int, int)),
     "udp-sink": (udp_sink, (str, int)),
+    "quick-server": (quick_server, (str, int)),
+    "oneshot-server": (oneshot_server, (str, int)),
+    "prefork-server": (prefork_server, (int, int)),
+    "udp-burst": (udp_burst, (str, str, int, int, int)),
+    "inherited": (inherited, (str, str, int, int)),
+    "dns-burst": (dns_burst, (str, str, int, int)),
 }
 
 if __name__ == "__main__":

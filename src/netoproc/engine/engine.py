@@ -257,8 +257,8 @@ class Engine:
             elif not self.process_lookups:
                 flow.attribute(None, UnknownReason.NO_PROCESS_INFO)
             elif (seen := self.sighted.match(key)) is not None:
-                flow.attribute(seen, None)
-                flow.by_kernel = True
+                flow.attribute(seen.process, None)
+                flow.by_kernel, flow.far = True, seen.far
             else:
                 lookups.append(key)
         made = slots[fresh]
@@ -349,13 +349,13 @@ class Engine:
             if flow.by_kernel:
                 if moved and key[1:] in moved:
                     seen = match(key)
-                    if seen is not None and flow.owner is not None and seen.pid != flow.owner.pid:
+                    if seen and flow.owner is not None and seen.process.pid != flow.owner.pid:
                         self._retire(flow)
             elif flow.reason not in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
                 seen = match(key)
                 if seen is not None:
-                    flow.attribute(seen, None)
-                    flow.by_kernel = True
+                    flow.attribute(seen.process, None)
+                    flow.by_kernel, flow.far = True, seen.far
 
     # ticks -----------------------------------------------------------------
 
@@ -460,18 +460,15 @@ class Engine:
         )
         for flow in self.flows.values():
             s = flow.slot
-            yield (
-                flow,
-                _Figures(
-                    Traffic(rx_b[s], tx_b[s], rx_p[s], tx_p[s]),
-                    tick_rx[s] / elapsed,
-                    tick_tx[s] / elapsed,
-                    first[s],
-                    last[s],
-                    None if outbound[s] < 0 else outbound[s] == 1,
-                    closed[s],
-                ),
-            )
+            opened = None if outbound[s] < 0 else outbound[s] == 1
+            if flow.far:  # the owner's view: what arrives here, it sent
+                total = Traffic(tx_b[s], rx_b[s], tx_p[s], rx_p[s])
+                rx_rate, tx_rate = tick_tx[s] / elapsed, tick_rx[s] / elapsed
+                opened = None if opened is None else not opened
+            else:
+                total = Traffic(rx_b[s], tx_b[s], rx_p[s], tx_p[s])
+                rx_rate, tx_rate = tick_rx[s] / elapsed, tick_tx[s] / elapsed
+            yield flow, _Figures(total, rx_rate, tx_rate, first[s], last[s], opened, closed[s])
 
     def _history(
         self, owner: Owner, rx_rate: float, tx_rate: float, live: bool
@@ -520,6 +517,8 @@ class Engine:
     def _retire(self, flow: Flow) -> None:
         """Fold an idle flow's totals into its process and forget the flow."""
         traffic = self.table.traffic(flow.slot)
+        if flow.far:
+            traffic = traffic.reversed()
         # popped and put back: the dict stays in order of last retirement
         self._retired[flow.owner] = self._retired.pop(flow.owner, Traffic()) + traffic
         if flow.owner is None:
@@ -569,6 +568,8 @@ class Engine:
 
     def _connection_row(self, flow: Flow, figures: _Figures, now: float) -> ConnectionRow:
         key, sock, outbound = flow.key, flow.socket, figures.outbound
+        if flow.far:  # from the owner's side, as its figures are
+            key = key._replace(laddr=key.raddr, lport=key.rport, raddr=key.laddr, rport=key.lport)
         if sock is not None and sock.connected:
             state = sock.state
         elif key.proto == IPPROTO_TCP:

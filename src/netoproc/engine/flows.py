@@ -50,6 +50,7 @@ class Flow:
     __slots__ = (
         "_table",
         "by_kernel",
+        "far",
         "key",
         "owner",
         "reason",
@@ -66,6 +67,9 @@ class Flow:
         self.reason: UnknownReason | None = UnknownReason.PENDING
         self.socket: SocketInfo | None = None
         self.by_kernel = False  # the owner is one the kernel saw using the socket
+        # the owner's socket is at the far end, in another namespace: its view of the
+        # flow is this one reversed (what arrives here, it sent)
+        self.far = False
         # (time, retransmits, segments sent) at recent ticks, for rates over 10 s;
         # TCP only, made at the first tick (an empty deque costs 600 bytes)
         self.retransmit_marks: deque[tuple[float, int, int]] | None = None

@@ -17,13 +17,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from netoproc.model import V4_MAPPED_PREFIX, FlowKey, OwnerSighting, ProcessRef, is_v4
 
 MAX_SIGHTED = 65536  # sockets remembered per index; as many as the kernel's de-dup map
 K = TypeVar("K")
 Tuple5 = tuple[int, int, int, int, int]
+
+
+class Seen(NamedTuple):
+    """Who the kernel saw using a flow's socket; `far`: a socket of another
+    namespace, at the flow's remote end (its sends arrive here, its receives leave)."""
+
+    process: ProcessRef
+    far: bool = False
 
 
 class SightedOwners:
@@ -63,7 +71,7 @@ class SightedOwners:
             index.popitem(last=False)
         return old
 
-    def match(self, key: FlowKey) -> ProcessRef | None:
+    def match(self, key: FlowKey) -> Seen | None:
         """The process the kernel saw using the flow's socket, if it did."""
         proto, laddr, lport, raddr, rport = key[1:]
         found = self._exact.get((proto, laddr, lport, raddr, rport))
@@ -73,11 +81,13 @@ class SightedOwners:
             if found is None and is_v4(laddr):
                 found = bound.get((proto, V4_MAPPED_PREFIX, lport))
             found = found or bound.get((proto, 0, lport))
-        if found is None and self._far_exact:
+        if found is not None:
+            return Seen(found)
+        if self._far_exact:
             found = self._far_exact.get((proto, laddr, lport, raddr, rport))
         if found is None and self._far_bound:
             found = self._far_bound.get((proto, raddr, rport))
-        return found
+        return Seen(found, far=True) if found is not None else None
 
     def moved(self) -> set[Tuple5]:
         """Connected sockets used by another process than before, since the last
