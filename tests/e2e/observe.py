@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 
@@ -18,7 +19,8 @@ from netoproc.session import LiveSession, Settings
 
 
 def main() -> None:
-    session = LiveSession(Settings(interval=0.5), SystemClock())
+    kernel_owners = os.environ.get("NETOP_EBPF", "") != "off"  # as the command line reads it
+    session = LiveSession(Settings(interval=0.5, kernel_owners=kernel_owners), SystemClock())
     signal.signal(signal.SIGTERM, lambda *_: session.stop())
     try:
         snapshot = session.run(

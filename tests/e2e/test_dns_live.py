@@ -42,7 +42,8 @@ TXT = ["x" * 200, "y" * 200, "z" * 200]
 
 
 @pytest.fixture
-def hosts() -> Iterator[TwoHosts]:
+def hosts(owner_source: str) -> Iterator[TwoHosts]:
+    """Two hosts; every test here runs with owners from eBPF and from the fallback."""
     yield from two_hosts(f"d{os.getpid() % 100000}")
 
 

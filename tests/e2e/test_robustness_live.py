@@ -183,17 +183,24 @@ def test_sends_nothing_connects_nowhere_writes_no_file(
 
 
 NEEDED = "net_raw,sys_ptrace,dac_read_search"
+KERNEL_OWNERS = "net_raw,bpf,perfmon"
 
 
 @pytest.mark.parametrize(
-    ("capabilities", "attributed"),
-    [(NEEDED, True), ("net_raw,dac_read_search", False)],
+    ("capabilities", "attributed", "owners"),
+    [
+        (NEEDED, True, "from the socket table"),
+        ("net_raw,dac_read_search", False, "from the socket table"),
+        (KERNEL_OWNERS, True, "from eBPF"),
+        (f"{KERNEL_OWNERS},{NEEDED}", True, "from eBPF"),
+    ],
 )
-def test_three_capabilities_are_all_it_needs(
-    hosts: TwoHosts, capabilities: str, attributed: bool
+def test_the_documented_capabilities_are_all_it_needs(
+    hosts: TwoHosts, capabilities: str, attributed: bool, owners: str
 ) -> None:
     """With only the documented capabilities, another user's traffic has its
-    owner; without CAP_SYS_PTRACE the owner cannot be read."""
+    owner: from the kernel with CAP_BPF and CAP_PERFMON (and no /proc access at
+    all), else from /proc; without CAP_SYS_PTRACE, /proc cannot name it."""
     server = hosts.peer(hosts.b, "udp-server", str(UDP_PORT))
     wait_for_line(server.stdout, "ready")
     only = ",".join(["-all", *(f"+{c}" for c in capabilities.split(","))])
@@ -201,6 +208,8 @@ def test_three_capabilities_are_all_it_needs(
                                      sys.executable, "-m", "netoproc", "--duration", "3",
                                      "--format", "json", "--verbose"])  # fmt: skip
     wait_for_line(netoproc.stderr, "capturing on")
+    said = netoproc.stderr.readline() if netoproc.stderr else ""
+    assert f"process owners {owners}" in said, said
     datagrams = 30
     script = (f"echo $$; exec 3<>/dev/udp/{hosts.b4}/{UDP_PORT}; "
               f"for i in $(seq {datagrams}); do printf x >&3; sleep 0.02 3>&-; done")  # fmt: skip

@@ -26,7 +26,8 @@ UDP_PORT = 5002
 
 
 @pytest.fixture
-def hosts() -> Iterator[TwoHosts]:
+def hosts(owner_source: str) -> Iterator[TwoHosts]:
+    """Two hosts; every test here runs with owners from eBPF and from the fallback."""
     yield from two_hosts(f"{os.getpid() % 100000}")
 
 

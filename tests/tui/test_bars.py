@@ -62,3 +62,19 @@ def test_too_small_names_both_sizes() -> None:
     assert too_small_text(60, 20, (80, 24)).startswith(
         "netoproc needs a terminal of at least 80x24; this one is 60x20."
     )
+
+
+def test_the_owner_source_is_said_and_shortened_last() -> None:
+    ebpf = dataclasses.replace(FULL, health=CaptureHealth(bytes=1000, owners="eBPF"))
+    assert "│ unknown 0.0% │ owners: eBPF │" in status_text(ebpf, 200).plain
+    lost = dataclasses.replace(ebpf, health=CaptureHealth(owners="eBPF", owner_events_lost=1200))
+    assert "owners: eBPF, 1,200 lost" in status_text(lost, 200).plain
+    fallback = dataclasses.replace(
+        FULL, health=CaptureHealth(owners="sockets", owners_why="needs CAP_BPF\x1b[2J")
+    )
+    assert "owners: /proc (no eBPF: needs CAP_BPF\\x1b[2J)" in status_text(fallback, 200).plain
+    assert status_text(dataclasses.replace(fallback, filter=None, position=""), 100).plain == (
+        " Connection  sort: traffic ↓ │ every 1s │ 12 of 340 conns │ drops 0 │ unknown 0.0%"
+        " │ no eBPF"
+    )
+    assert "owners" not in status_text(FULL, 200).plain  # macOS, replays: nothing to say

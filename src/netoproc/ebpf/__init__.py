@@ -37,6 +37,8 @@ _PROTOTYPES = (
     ("bpf_object__close", None, [ctypes.c_void_p]),
     ("bpf_object__find_program_by_name", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]),
     ("bpf_object__find_map_fd_by_name", ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p]),
+    ("bpf_object__find_map_by_name", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]),
+    ("bpf_map__set_max_entries", ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32]),
     ("bpf_program__attach", ctypes.c_void_p, [ctypes.c_void_p]),
     ("bpf_program__fd", ctypes.c_int, [ctypes.c_void_p]),
     ("bpf_link__destroy", ctypes.c_int, [ctypes.c_void_p]),
@@ -96,7 +98,10 @@ def object_bytes(name: str) -> bytes:
 class BpfObject:
     """One loaded object: its programs (attached on request), its maps' fds."""
 
-    def __init__(self, name: str, data: bytes | None = None) -> None:
+    def __init__(
+        self, name: str, data: bytes | None = None, sizes: dict[str, int] | None = None
+    ) -> None:
+        """Open and load `name`.bpf.o (or `data`); `sizes` overrides maps' max_entries."""
         lack = missing_capabilities()
         if lack:
             raise BpfUnavailable(f"needs {' and '.join(lack)}")
@@ -109,6 +114,11 @@ class BpfObject:
         if not obj:
             raise BpfUnavailable(f"libbpf cannot open {name}.bpf.o ({_strerror()})")
         self._obj: int | None = obj
+        for map_name, entries in (sizes or {}).items():
+            found = lib.bpf_object__find_map_by_name(obj, map_name.encode())
+            if not found or lib.bpf_map__set_max_entries(found, entries) != 0:
+                self.close()
+                raise BpfUnavailable(f"cannot size map {map_name} of {name}.bpf.o")
         code = lib.bpf_object__load(obj)
         if code < 0:
             self.close()

@@ -80,8 +80,10 @@ def decode_event(raw: bytes) -> OwnerEvent | None:
 class OwnerTracer:
     """The kernel's owner events, collected on a thread; `take` hands them over."""
 
-    def __init__(self) -> None:
-        self._object = BpfObject("owners")
+    def __init__(self, ring_bytes: int | None = None) -> None:
+        """`ring_bytes`: the kernel's ring buffer size (a power of two, at least a
+        page), if not the object's 1 MiB."""
+        self._object = BpfObject("owners", sizes={"events": ring_bytes} if ring_bytes else None)
         try:
             for program, hook in HOOKS:
                 self._object.attach(program, hook)

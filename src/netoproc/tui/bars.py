@@ -118,10 +118,10 @@ def status_text(status: Status, width: int) -> Text:
         if owners == "eBPF":
             lost = status.health.owner_events_lost
             said = f"owners: eBPF, {count(lost)} lost" if lost else "owners: eBPF"
-            items.append(Item(3, said, "eBPF", style=YELLOW if lost else None))
+            items.append(Item(4, said, "eBPF", style=YELLOW if lost else None))
         elif owners == "sockets":
             why = printable(status.health.owners_why)
-            items.append(Item(3, f"owners: /proc (no eBPF: {why})", "no eBPF", style=YELLOW))
+            items.append(Item(4, f"owners: /proc (no eBPF: {why})", "no eBPF", style=YELLOW))
     if status.position:
         items.append(Item(2, status.position, style=DIM))
     if status.note:
