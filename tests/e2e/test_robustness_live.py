@@ -219,14 +219,14 @@ def test_the_documented_capabilities_are_all_it_needs(
     assert nobody.returncode == 0, err
     rows, err = netoproc.communicate(timeout=60)
     assert netoproc.returncode == 0, err
-    owners = {row["pid"]: row for row in json.loads(rows)}
+    by_pid = {row["pid"]: row for row in json.loads(rows)}
     sent = datagrams * (1 + 8 + 20)
     if attributed:
-        row = owners[int(out.split()[0])]
+        row = by_pid[int(out.split()[0])]
         assert (row["process"], row["tx_bytes"], row["tx_packets"]) == ("bash", sent, datagrams)
     else:
         # the namespace's own IPv6 housekeeping is unattributed too
-        assert set(owners) == {None} and owners[None]["tx_bytes"] >= sent
+        assert set(by_pid) == {None} and by_pid[None]["tx_bytes"] >= sent
 
 
 # faults ----------------------------------------------------------------------------
