@@ -93,3 +93,19 @@ def tcpdump_dns(path: Path) -> list[DnsPacket]:
             found.append(DnsPacket(float(m.group(1)), src, sport, dst, dport, int(m.group(4)),
                                    m.group(5).strip()))  # fmt: skip
     return found
+
+
+def port_traffic(
+    packets: list[WirePacket], port: int, peers: set[int] | None = None
+) -> dict[str, int]:
+    """What `packets` carried to and from local `port` (from `peers`' ports only,
+    if given), as a process holding that port counts it: TX what left it."""
+    out = {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
+    for p in packets:
+        if p.sport == port and (peers is None or p.dport in peers):
+            out["tx_bytes"] += p.length
+            out["tx_packets"] += 1
+        elif p.dport == port and (peers is None or p.sport in peers):
+            out["rx_bytes"] += p.length
+            out["rx_packets"] += 1
+    return out

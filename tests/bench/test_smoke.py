@@ -32,6 +32,8 @@ LIVE_SMOKE = [
                  ["view switch", "sort (s)"], id="tui_latency"),
     pytest.param(["bench/short_lived.py", "--count", "5", "--lifetimes", "0,10", "--pps", "1000"],
                  ["lives    0 ms", "lives   10 ms", "attributed"], id="short_lived"),
+    pytest.param(["bench/owners.py", "--clients", "5", "--rate", "1000", "--seconds", "0.5"],
+                 ["DNS clients", "pre-forked", "tracer load time", "programs ran"], id="owners"),
     pytest.param(["bench/soak.py", "--seconds", "8", "--every", "4"],
                  ["RSS after warm-up", "threads"], id="soak"),
 ]  # fmt: skip

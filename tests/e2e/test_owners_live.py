@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.netns import PEERS, TwoHosts, sh, stop_tcpdump, two_hosts, wait_for_line
-from tests.witness import WirePacket, tcpdump_packets
+from tests.witness import port_traffic as traffic
+from tests.witness import tcpdump_packets
 
 pytestmark = pytest.mark.live
 
@@ -57,19 +58,6 @@ def lines(proc: subprocess.Popen[str], timeout: float = 60) -> list[Row]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def traffic(packets: list[WirePacket], port: int, peers: set[int] | None = None) -> dict[str, int]:
-    """What tcpdump saw on `port` (a local port), or only from the peers' ports."""
-    out = {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
-    for p in packets:
-        if p.sport == port and (peers is None or p.dport in peers):
-            out["tx_bytes"] += p.length
-            out["tx_packets"] += 1
-        elif p.dport == port and (peers is None or p.sport in peers):
-            out["rx_bytes"] += p.length
-            out["rx_packets"] += 1
-    return out
 
 
 def counted(row: Row | None) -> dict[str, int]:
