@@ -14,18 +14,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from netoproc import ebpf
 from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, OwnerSighting, parse_addr, v4
-from netoproc.platform.owners import EVENT, OwnerTracer, decode_event
+from netoproc.platform.owners import EVENT, EVENT_FIELDS, OwnerTracer, decode_event
 
+OBJECT = Path(ebpf.__file__).with_name("owners.bpf.o")
 live = pytest.mark.skipif(os.geteuid() != 0, reason="loading eBPF programs needs root")
 
 
 def record(family: int, proto: int, local: bytes, lport: int, remote: bytes, rport: int,
            comm: bytes = b"dig", tgid: int = 4242, netns: int = 7) -> bytes:  # fmt: skip
-    return EVENT.pack(99, tgid, 1000, netns, family, proto, 1, local.ljust(16, b"\0"),
+    return EVENT.pack(99, 123456789, tgid, 1000, netns, family, proto, 1, local.ljust(16, b"\0"),
                       remote.ljust(16, b"\0"), lport, rport, 0, comm.ljust(16, b"\0"))  # fmt: skip
 
 
@@ -36,7 +39,9 @@ def test_events_decode_both_families() -> None:
     assert (four.proto, four.laddr, four.lport, four.raddr, four.rport) == (
         IPPROTO_UDP, v4(0xC0000201), 40000, v4(0xC6336402), 53,
     )  # fmt: skip
-    assert (four.tgid, four.comm, four.uid, four.netns, four.cgroup) == (4242, "dig", 1000, 7, 99)
+    assert (four.tgid, four.started, four.comm, four.uid, four.netns, four.cgroup) == (
+        4242, 123456789, "dig", 1000, 7, 99,
+    )  # fmt: skip
     local, remote = (
         socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "::ffff:192.0.2.9")
     )
@@ -138,5 +143,22 @@ def test_without_cap_bpf_it_says_what_is_missing() -> None:
     assert result.stdout.strip() == "needs CAP_BPF and CAP_PERFMON"
 
 
-def test_the_event_layout_matches_the_program() -> None:
-    assert EVENT.size == 80 == struct.calcsize("=QIIIHBB16s16sHHI16s")
+def test_the_event_layout_matches_the_program(tmp_path: Path) -> None:
+    """A C compiler's reading of owners.h: every field where EVENT reads it."""
+    fields = [name for name, _ in EVENT_FIELDS]
+    codes = [code for _, code in EVENT_FIELDS]
+    program = tmp_path / "layout.c"
+    program.write_text(
+        '#include <stdio.h>\n#include <stddef.h>\n#include "kernel.h"\n#include "owners.h"\n'
+        "int main(void) {\n"
+        '  printf("%zu\\n", sizeof(struct owner_event));\n'
+        + "".join(f'  printf("%zu\\n", offsetof(struct owner_event, {f}));\n' for f in fields)
+        + "  return 0;\n}\n"
+    )
+    binary = tmp_path / "layout"
+    subprocess.run(["cc", "-I", str(OBJECT.parent), str(program), "-o", str(binary)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    printed = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    size, *offsets = (int(n) for n in printed.split())
+    assert size == EVENT.size
+    assert offsets == [struct.calcsize("=" + "".join(codes[:i])) for i in range(len(codes))]

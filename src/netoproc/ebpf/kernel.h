@@ -70,6 +70,7 @@ struct sock {
 struct task_struct {
 	int tgid;
 	struct task_struct *group_leader;
+	__u64 start_time;
 	char comm[16];
 } __attribute__((preserve_access_index));
 

@@ -7,15 +7,16 @@
  * call: send, write, sendmmsg, splice, io_uring) and inet_sock_set_state when
  * a process closes a TCP connection (a server that accepts and closes without
  * reading). Each socket and process is reported once, through a ring buffer:
- * the socket's addresses and ports, the process (tgid, the group leader's
- * name: a thread may be called anything), its uid and cgroup, and the network
- * namespace. An LRU map remembers what was reported, so a busy socket costs
+ * the socket's addresses and ports, the process (tgid, start time, the group
+ * leader's name: a thread may be called anything), its uid and cgroup, and
+ * the network namespace. An LRU map remembers what was reported, so a busy socket costs
  * one event, not one per send; when its addresses change (an unconnected UDP
  * socket that connects) it is reported again.
  *
  * Built by scripts/build-bpf; the object ships with the package.
  */
 #include "kernel.h"
+#include "owners.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
@@ -28,23 +29,6 @@
 #define TCP_LAST_ACK 9
 
 enum hook { HOOK_SEND = 1, HOOK_RECV = 2, HOOK_CLOSE = 3 };
-
-/* One sighting; the layout netoproc/platform/owners.py reads (80 bytes). */
-struct owner_event {
-	__u64 cgroup;
-	__u32 tgid;
-	__u32 uid;
-	__u32 netns;
-	__u16 family;
-	__u8 proto;
-	__u8 hook;
-	__u8 laddr[16]; /* AF_INET: the address in the first 4 bytes */
-	__u8 raddr[16];
-	__u16 lport; /* host order */
-	__u16 rport; /* host order */
-	__u32 pad;
-	char comm[16];
-};
 
 struct seen_key {
 	__u64 sk;
@@ -122,6 +106,7 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 	e.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&e.comm, task, group_leader, comm);
+	e.started = BPF_CORE_READ(task, group_leader, start_time);
 
 	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) != 0) {
 		__u32 zero = 0;

@@ -17,7 +17,7 @@ import os
 import select
 import struct
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer
@@ -26,8 +26,13 @@ from netoproc.platform.processes import ProcessNames
 
 log = logging.getLogger("netoproc")
 
-# struct owner_event in owners.bpf.c
-EVENT = struct.Struct("=QIIIHBB16s16sHHI16s")
+# struct owner_event (ebpf/owners.h), field by field
+EVENT_FIELDS = (
+    ("cgroup", "Q"), ("started", "Q"), ("tgid", "I"), ("uid", "I"), ("netns", "I"),
+    ("family", "H"), ("proto", "B"), ("hook", "B"), ("laddr", "16s"), ("raddr", "16s"),
+    ("lport", "H"), ("rport", "H"), ("pad", "I"), ("comm", "16s"),
+)  # fmt: skip
+EVENT = struct.Struct("=" + "".join(code for _, code in EVENT_FIELDS))
 AF_INET = 2
 HOOKS = (  # (program, the tracepoint it needs)
     ("on_send", "the sock_send_length tracepoint (Linux 6.4 or newer)"),
@@ -35,6 +40,7 @@ HOOKS = (  # (program, the tracepoint it needs)
     ("on_state", "the inet_sock_set_state tracepoint"),
 )
 MAX_WAITING = 65536  # sightings not yet taken by the engine thread; older ones give way
+MAX_NAMED = 4096  # processes whose names are kept, by (tgid, start time)
 
 
 def own_netns() -> int:
@@ -56,6 +62,7 @@ class OwnerEvent(NamedTuple):
     netns: int
     cgroup: int
     tgid: int
+    started: int  # ns since boot: with the tgid, names one process, never a reused pid
     comm: str
     uid: int
 
@@ -68,12 +75,13 @@ def decode_event(raw: bytes) -> OwnerEvent | None:
     """A ring-buffer record; None if it is too short to be one."""
     if len(raw) < EVENT.size:
         return None
-    (cgroup, tgid, uid, netns, family, proto, _hook, laddr, raddr, lport, rport, _pad,
+    (cgroup, started, tgid, uid, netns, family, proto, _hook, laddr, raddr, lport, rport, _pad,
      comm) = EVENT.unpack_from(raw)  # fmt: skip
     width = 4 if family == AF_INET else 16
     return OwnerEvent(
         proto, addr_from_bytes(laddr[:width]), lport, addr_from_bytes(raddr[:width]), rport,
-        netns, cgroup, tgid, comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"), uid,
+        netns, cgroup, tgid, started,
+        comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"), uid,
     )  # fmt: skip
 
 
@@ -93,6 +101,8 @@ class OwnerTracer:
             raise
         self._netns = own_netns()
         self._names = ProcessNames()  # this thread's own: the engine thread has another
+        # a process named once is not asked about again (a busy server's every socket)
+        self._named: OrderedDict[tuple[int, int], ProcessRef] = OrderedDict()
         self._raw: list[bytes] = []
         self._ready: deque[OwnerSighting] = deque(maxlen=MAX_WAITING)
         self._wake_r, self._wake_w = os.pipe()
@@ -121,10 +131,22 @@ class OwnerTracer:
             event = decode_event(record)
             if event is None:
                 continue
-            process = self._names.describe(event.tgid, (event.comm, event.uid))
+            process = self._process(event)
             if process is not None:
                 foreign = bool(self._netns) and event.netns != self._netns
                 self._ready.append(event.sighting(process, foreign))
+
+    def _process(self, event: OwnerEvent) -> ProcessRef | None:
+        incarnation = (event.tgid, event.started)
+        process = self._named.get(incarnation)
+        if process is None:
+            process = self._names.describe(event.tgid, (event.comm, event.uid))
+            if process is None:
+                return None
+            self._named[incarnation] = process
+            if len(self._named) > MAX_NAMED:
+                self._named.popitem(last=False)
+        return process
 
     def take(self) -> list[OwnerSighting]:
         """The sightings since the last call, oldest first (any thread)."""
