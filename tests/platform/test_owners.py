@@ -57,6 +57,20 @@ def test_hostile_names_and_short_records() -> None:
 
 
 @pytest.fixture
+def sockets() -> Iterator[Callable[[], socket.socket]]:
+    """UDP sockets for a test, closed after it whatever happens."""
+    made: list[socket.socket] = []
+
+    def make() -> socket.socket:
+        made.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
 def tracer() -> Iterator[OwnerTracer]:
     t = OwnerTracer()
     t.start()
@@ -76,10 +90,12 @@ def wait_for(
 
 
 @live
-def test_the_tracer_names_a_socket_as_it_sends(tracer: OwnerTracer) -> None:
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def test_the_tracer_names_a_socket_as_it_sends(
+    tracer: OwnerTracer, sockets: Callable[[], socket.socket]
+) -> None:
+    receiver = sockets()
     receiver.bind(("127.0.0.1", 0))
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = sockets()
     sender.connect(receiver.getsockname())
     for _ in range(50):  # a busy socket is one event, not one per send
         sender.send(b"x")
@@ -91,20 +107,20 @@ def test_the_tracer_names_a_socket_as_it_sends(tracer: OwnerTracer) -> None:
     assert all(s.process.name == "python" or s.process.name.startswith("py") for s in mine), mine
     assert all(not s.foreign and s.laddr == v4(0x7F000001) for s in mine)
     assert tracer.lost() == 0
-    receiver.close()
-    sender.close()
 
 
 @live
-def test_a_full_ring_loses_events_counted_never_wrong_and_retries() -> None:
+def test_a_full_ring_loses_events_counted_never_wrong_and_retries(
+    sockets: Callable[[], socket.socket],
+) -> None:
     """A ring of one page, not read while 300 sockets send: most events are lost
     and counted; those that arrive name the right process; the next send of a
     socket whose event was lost is reported then."""
     tracer = OwnerTracer(ring_bytes=4096)
     try:
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver = sockets()
         receiver.bind(("127.0.0.1", 0))
-        senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(300)]
+        senders = [sockets() for _ in range(300)]
         for s in senders:
             s.connect(receiver.getsockname())
             s.send(b"x")
@@ -126,8 +142,6 @@ def test_a_full_ring_loses_events_counted_never_wrong_and_retries() -> None:
         assert all(s.process.pid == os.getpid() for s in got)
     finally:
         tracer.close()
-        for s in [receiver, *senders]:
-            s.close()
 
 
 @live

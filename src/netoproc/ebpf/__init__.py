@@ -43,6 +43,8 @@ _PROTOTYPES = (
     ("bpf_program__fd", ctypes.c_int, [ctypes.c_void_p]),
     ("bpf_link__destroy", ctypes.c_int, [ctypes.c_void_p]),
     ("bpf_map_lookup_elem", ctypes.c_int, [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]),
+    ("bpf_map_update_elem", ctypes.c_int,
+     [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]),
     ("ring_buffer__new", ctypes.c_void_p,
      [ctypes.c_int, _SAMPLE_FN, ctypes.c_void_p, ctypes.c_void_p]),
     ("ring_buffer__consume", ctypes.c_int, [ctypes.c_void_p]),
@@ -156,6 +158,12 @@ class BpfObject:
                                          ctypes.byref(value)) != 0:  # fmt: skip
             return 0
         return int(value.value)
+
+    def write(self, map_name: str, index: int, value: bytes) -> None:
+        """Element `index` of an array map, as the bytes of its C value."""
+        key = ctypes.c_uint32(index)
+        if self._lib.bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(key), value, 0) != 0:
+            raise BpfUnavailable(f"cannot write map {map_name} ({_strerror()})")
 
     def close(self) -> None:
         for link in self._links:

@@ -67,8 +67,23 @@ struct sock {
 	__u16 sk_type;
 } __attribute__((preserve_access_index));
 
+struct pid_namespace {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+} __attribute__((preserve_access_index));
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int tgid;
+	struct pid *thread_pid;
 	struct task_struct *group_leader;
 	__u64 start_time;
 	char comm[16];

@@ -48,6 +48,13 @@ struct {
 	__type(value, __u64);
 } seen SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct owner_config);
+} config SEC(".maps");
+
 /* [0]: events the ring buffer had no room for */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -66,6 +73,30 @@ static __always_inline __u64 fold(const struct owner_event *e)
 	h ^= r[0] * 0x27D4EB2F165667C5ULL;
 	h ^= r[1] * 0x94D049BB133111EBULL;
 	return h ^ (h >> 31);
+}
+
+#define MAX_PIDNS_LEVEL 32 /* the kernel's own limit on nested pid namespaces */
+
+/* The process's tgid as netoproc's pid namespace numbers it; 0 if it has none
+ * there (a process of an enclosing or a sibling namespace). */
+static __always_inline __u32 visible_tgid(struct task_struct *task)
+{
+	__u32 zero = 0;
+	struct owner_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->pidns_inum == 0)
+		return bpf_get_current_pid_tgid() >> 32; /* the host's namespace */
+	struct pid *pid = BPF_CORE_READ(task, group_leader, thread_pid);
+	if (!pid)
+		return 0;
+	unsigned int deepest = BPF_CORE_READ(pid, level);
+	for (unsigned int level = 0; level <= MAX_PIDNS_LEVEL && level <= deepest; level++) {
+		struct upid upid;
+		if (bpf_core_read(&upid, sizeof(upid), &pid->numbers[level]))
+			return 0;
+		if (BPF_CORE_READ(upid.ns, ns.inum) == cfg->pidns_inum)
+			return upid.nr;
+	}
+	return 0;
 }
 
 static __always_inline int report(struct sock *sk, enum hook hook)
@@ -92,8 +123,10 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 		BPF_CORE_READ_INTO(&e.laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 		BPF_CORE_READ_INTO(&e.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	}
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	e.tgid = pid_tgid >> 32;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	e.tgid = visible_tgid(task);
+	if (e.tgid == 0)
+		return 0; /* no pid netoproc could show */
 
 	struct seen_key key = {.sk = (__u64)sk, .tgid = e.tgid};
 	__u64 shape = fold(&e);
@@ -104,7 +137,6 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 	e.uid = (__u32)bpf_get_current_uid_gid();
 	e.cgroup = bpf_get_current_cgroup_id();
 	e.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&e.comm, task, group_leader, comm);
 	e.started = BPF_CORE_READ(task, group_leader, start_time);
 

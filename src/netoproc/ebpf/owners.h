@@ -22,4 +22,12 @@ struct owner_event {
 	char comm[16];
 };
 
+/* Set by netoproc before the programs attach: the inode number of the pid
+ * namespace its /proc numbers processes in (0 for the host's), so processes
+ * are reported by the pids netoproc shows. */
+struct owner_config {
+	__u32 pidns_inum;
+	__u32 pad;
+};
+
 #endif

@@ -43,6 +43,21 @@ MAX_WAITING = 65536  # sightings not yet taken by the engine thread; older ones 
 MAX_NAMED = 4096  # processes whose names are kept, by (tgid, start time)
 
 
+CONFIG = struct.Struct("=II")  # struct owner_config (ebpf/owners.h)
+HOST_PIDNS = 0xEFFFFFFC  # the host's pid namespace: its inode number is fixed (PROC_PID_INIT_INO)
+
+
+def proc_pidns(proc_root: str = "/proc") -> int:
+    """The inode number of the pid namespace `proc_root` numbers processes in,
+    which every pid netoproc shows must come from; 0 for the host's, or when it
+    cannot be told."""
+    try:
+        inum = os.stat(f"{proc_root}/1/ns/pid").st_ino
+    except OSError:
+        return 0
+    return 0 if inum == HOST_PIDNS else inum
+
+
 def own_netns() -> int:
     """The inode number of this process's network namespace (the kernel's ns.inum)."""
     try:
@@ -93,6 +108,7 @@ class OwnerTracer:
         page), if not the object's 1 MiB."""
         self._object = BpfObject("owners", sizes={"events": ring_bytes} if ring_bytes else None)
         try:
+            self._object.write("config", 0, CONFIG.pack(proc_pidns(), 0))
             for program, hook in HOOKS:
                 self._object.attach(program, hook)
             self._ring = RingBuffer(self._object.map_fd("events"), self._received)
