@@ -2,6 +2,8 @@
 
     sight(sightings)     <- processes the kernel saw using sockets (Linux eBPF)
     ingest(batch)        -> flows that need a socket lookup now
+    ingest_counts(counts)-> the same, for flows the kernel counted (Linux eBPF)
+    add_rtt(samples)     <- RTT samples the kernel took for those flows
     attribute(found)     <- the platform's answers for those flows
     update_sockets(all)  <- the full socket table, every few ticks
     update_interfaces()  <- the OS's interface counters, every tick
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from netoproc.capture.records import CounterBatch, RttSamples
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
@@ -35,7 +38,14 @@ from netoproc.engine.flows import (
     FlowTable,
     FragmentPorts,
 )
-from netoproc.engine.grouping import FlowGroups, conversation_hashes, group, orient
+from netoproc.engine.grouping import (
+    FlowGroups,
+    conversation_hashes,
+    counted_groups,
+    group,
+    key_hashes,
+    orient,
+)
 from netoproc.engine.interfaces import InterfaceStats
 from netoproc.engine.owners import SightedOwners
 from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
@@ -116,6 +126,7 @@ class Engine:
         self.sighted = SightedOwners()
         self._new_sightings = False
         self._owners = ("", "", 0)  # CaptureHealth's owners, owners_why, owner_events_lost
+        self._counting = ("", "", 0)  # CaptureHealth's counting, counting_why, counter_overflow
         self._fragments = FragmentPorts()
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
@@ -159,8 +170,8 @@ class Engine:
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)
         self._reopen(groups, slots)
-        new = self._create_flows(groups, slots, batch)
-        self._add(groups, slots, batch)
+        new = self._create_flows(groups, slots, batch.process_names, batch.interfaces.name)
+        self._add(groups, slots, batch.process_names)
         tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
         if len(tcp):
             self.tcp.analyse(
@@ -216,14 +227,47 @@ class Engine:
                 self._retire(self.table.flows[int(slots[i])])
                 slots[i] = -1
 
+    def ingest_counts(self, counts: CounterBatch) -> list[FlowKey]:
+        """Add what the kernel counted per flow (its packets never reach `ingest`);
+        returns the new flows that need a socket lookup."""
+        if not len(counts):
+            return []
+        groups = counted_groups(counts)
+        self._packets += int(counts.rx_packets.sum() + counts.tx_packets.sum())
+        self._bytes += int(counts.rx_bytes.sum() + counts.tx_bytes.sum())
+        keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
+                groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
+        slots = self.table.find(groups.key_hash, keys)
+        new = self._create_flows(groups, slots, {}, counts.interfaces.name)
+        self._add(groups, slots, {})
+        tcp = counts.proto == IPPROTO_TCP
+        self.tcp.add_counts(slots[tcp], counts.retransmits[tcp], counts.segments_sent[tcp],
+                            counts.peer_retransmits[tcp], counts.dup_acks[tcp])  # fmt: skip
+        return new
+
+    def add_rtt(self, samples: RttSamples) -> None:
+        """RTT samples the kernel took, for the flows they belong to."""
+        if not len(samples):
+            return
+        hashes = key_hashes(samples.iface, samples.proto, samples.l_hi, samples.l_lo,
+                            samples.lport, samples.r_hi, samples.r_lo, samples.rport)  # fmt: skip
+        keys = [samples.iface, samples.proto, samples.l_hi, samples.l_lo, samples.lport,
+                samples.r_hi, samples.r_lo, samples.rport]  # fmt: skip
+        slots = self.table.find(hashes, keys)
+        known = slots >= 0
+        self.tcp.add_samples(slots[known], samples.rtt[known], samples.at[known])
+
     def _create_flows(
-        self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch
+        self,
+        groups: FlowGroups,
+        slots: npt.NDArray[np.int64],
+        names: Mapping[int, str],
+        interface: Callable[[int], str],
     ) -> list[FlowKey]:
         """Make the batch's new flows (filling their `slots`); returns those to look up."""
         fresh = np.flatnonzero(slots < 0)
         if not len(fresh):
             return []
-        names, interface = batch.process_names, batch.interfaces.name
         conversations, local_is_a = conversation_hashes(
             groups.iface[fresh], groups.proto[fresh],
             groups.l_hi[fresh], groups.l_lo[fresh], groups.lport[fresh],
@@ -268,7 +312,9 @@ class Engine:
         self.tcp.reset(made)  # a slot freed by a retired flow starts afresh
         return lookups
 
-    def _add(self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch) -> None:
+    def _add(
+        self, groups: FlowGroups, slots: npt.NDArray[np.int64], names: Mapping[int, str]
+    ) -> None:
         """Each flow's share of the batch, added with array operations."""
         a = self.table.arrays
         # a flow appears once per batch, so plain fancy-index updates are exact
@@ -287,7 +333,7 @@ class Engine:
         for i in named.tolist():
             pid = int(groups.pid[i])
             flow = self.table.flows[int(slots[i])]
-            flow.attribute(ProcessRef(pid, batch.process_names.get(pid, str(pid))), None)
+            flow.attribute(ProcessRef(pid, names.get(pid, str(pid))), None)
 
     # sockets ---------------------------------------------------------------
 
@@ -327,6 +373,10 @@ class Engine:
 
     def note_capture_drops(self, kernel: int, queue: int) -> None:
         self._kernel_drops, self._queue_drops = kernel, queue
+
+    def note_counting(self, source: str, why: str = "", overflow: int = 0) -> None:
+        """How packets are counted, for CaptureHealth (see its `counting`)."""
+        self._counting = (source, why, overflow)
 
     def note_owner_source(self, source: str, why: str = "", lost: int = 0) -> None:
         """Where owners come from, for CaptureHealth (see its `owners`)."""
@@ -448,6 +498,9 @@ class Engine:
                 owners=self._owners[0],
                 owners_why=self._owners[1],
                 owner_events_lost=self._owners[2],
+                counting=self._counting[0],
+                counting_why=self._counting[1],
+                counter_overflow=self._counting[2],
             ),
         )
 

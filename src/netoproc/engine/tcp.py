@@ -280,15 +280,32 @@ class TcpHealth:
             after[slots] = rows
         return after
 
-    def _sample(self, slots: I64, seconds: F64) -> None:
+    def _sample(self, slots: I64, seconds: F64, at: F64 | None = None) -> None:
+        """Take RTT samples; `at`: when each was taken, if not its probe's end."""
         a = self._arrays
         ms = seconds * 1000.0
         srtt = a["srtt"][slots]
         a["srtt"][slots] = np.where(np.isnan(srtt), ms, srtt + (ms - srtt) / 8)
         pos = a["sample_pos"][slots]
         a["samples"][slots, pos] = ms
-        a["sample_ts"][slots, pos] = a["probe_ts"][slots] + seconds
+        a["sample_ts"][slots, pos] = a["probe_ts"][slots] + seconds if at is None else at
         a["sample_pos"][slots] = (pos + 1) % SAMPLES
+
+    # what the kernel measured (counting in the kernel: capture/counts.py) ---------
+
+    def add_counts(self, slot: I64, retransmits: I64, segments_sent: I64,
+                   peer_retransmits: I64, dup_acks: I64) -> None:  # fmt: skip
+        """Per flow (one row each), what the kernel counted of the segments it kept."""
+        a = self._arrays
+        a["retransmits"][slot] += retransmits
+        a["segments_sent"][slot] += segments_sent
+        a["peer_retransmits"][slot] += peer_retransmits
+        a["dup_acks"][slot] += dup_acks
+
+    def add_samples(self, slot: I64, seconds: F64, at: F64) -> None:
+        """RTT samples the kernel took (Karn's rule applied there), in order."""
+        for i in range(len(slot)):  # a flow may have several; few per tick each
+            self._sample(slot[i : i + 1], seconds[i : i + 1], at[i : i + 1])
 
     # reading -------------------------------------------------------------------
 
