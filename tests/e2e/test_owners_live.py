@@ -46,12 +46,12 @@ def run_netoproc(hosts: TwoHosts, ns: str, seconds: int) -> subprocess.Popen[str
     return proc
 
 
-def finish(proc: subprocess.Popen[str]) -> dict[int, Row]:
-    """netoproc's JSON rows by pid."""
+def finish(proc: subprocess.Popen[str]) -> dict[int | None, Row]:
+    """netoproc's JSON rows by pid (None: unknown)."""
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "owner events lost 0" in err, err
-    return {row["pid"]: row for row in json.loads(out) if row["pid"] is not None}
+    return {row["pid"]: row for row in json.loads(out)}
 
 
 def lines(proc: subprocess.Popen[str], timeout: float = 60) -> list[Row]:
@@ -103,7 +103,7 @@ def test_every_byte_on_its_pid(hosts: TwoHosts, tmp_path: Path) -> None:
         pid = ready[name]["pid"]
         expected = traffic(packets, port)
         assert expected["rx_packets"] > 0
-        assert counted(rows.get(pid)) == expected, (name, rows.get(pid), expected)
+        assert counted(rows.get(pid)) == expected, (name, expected, rows)
     assert sum(len(ports) for ports in served.values()) == 12
     for pid, ports in served.items():
         assert pid in ready["prefork"]["workers"]

@@ -72,9 +72,11 @@ def _key_columns(keys: np.ndarray) -> _Keys:
 class KernelCounts:
     """The counting filter of one capture socket; `take` from one thread."""
 
-    def __init__(self, interfaces: InterfaceTable) -> None:
+    def __init__(self, interfaces: InterfaceTable, max_flows: int | None = None) -> None:
+        """`max_flows`: room in each counter map, if not the object's 65,536."""
         self.interfaces = interfaces
-        self._object = BpfObject("counts")
+        sizes = {"counts0": max_flows, "counts1": max_flows} if max_flows else None
+        self._object = BpfObject("counts", sizes=sizes)
         try:
             self._prog = self._object.program_fd("count_flows")
             self._maps = (self._object.map_fd("counts0"), self._object.map_fd("counts1"))
