@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,6 @@ from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
 from netoproc.engine.flows import (
-    TRAFFIC_COLUMNS,
     ConversationSides,
     Flow,
     FlowTable,
@@ -82,21 +81,46 @@ OTHER_EXITED = "other"
 Owner = ProcessRef | None
 
 
-class _Figures(NamedTuple):
-    """A flow's counters at a tick, as plain numbers."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Figures:
+    """Every flow's counters at a tick, as arrays in the order of the flows, each
+    from its owner's side."""
 
-    total: Traffic
-    rx_rate: float
-    tx_rate: float
-    first_seen: float
-    last_seen: float
-    outbound: bool | None  # from the SYN: True we opened it; None not seen
-    closed: bool
+    rx_bytes: npt.NDArray[np.int64]
+    tx_bytes: npt.NDArray[np.int64]
+    rx_packets: npt.NDArray[np.int64]
+    tx_packets: npt.NDArray[np.int64]
+    rx_rate: npt.NDArray[np.float64]
+    tx_rate: npt.NDArray[np.float64]
+    first: npt.NDArray[np.float64]
+    last: npt.NDArray[np.float64]
+    outbound: npt.NDArray[np.int8]  # from the SYN: 1 its owner opened it, 0 the peer, -1 unknown
+    closed: npt.NDArray[np.bool_]
+    slots: npt.NDArray[np.int64]
+
+    def total(self, i: int) -> Traffic:
+        return Traffic(int(self.rx_bytes[i]), int(self.tx_bytes[i]), int(self.rx_packets[i]),
+                       int(self.tx_packets[i]))  # fmt: skip
 
 
-# the table's arrays `_Figures` is read from, in the order `_figures` unpacks them
-_FIGURES = (*TRAFFIC_COLUMNS, "tick_rx", "tick_tx", "first_seen", "last_seen", "outbound",
-            "closed")  # fmt: skip
+def _owners_of(flows: list[Flow]) -> tuple[list[Owner], npt.NDArray[np.int64]]:
+    """The flows' distinct owners, and each flow's index among them. Flows of one
+    process mostly share one ProcessRef object: they are told apart by identity
+    first, and only the distinct objects are hashed."""
+    seen: dict[int, int] = {}
+    distinct: list[Owner] = []
+    group = np.empty(len(flows), np.int64)
+    for i, flow in enumerate(flows):
+        owner = flow.owner
+        g = seen.get(id(owner))
+        if g is None:
+            g = seen[id(owner)] = len(distinct)
+            distinct.append(owner)
+        group[i] = g
+    canonical: dict[Owner, int] = {}
+    remap = np.fromiter((canonical.setdefault(o, len(canonical)) for o in distinct), np.int64,
+                        len(distinct))  # fmt: skip
+    return list(canonical), remap[group] if len(group) else group
 
 
 class Engine:
@@ -415,61 +439,57 @@ class Engine:
             elapsed = self.interval
         self._last_tick = now
         self._apply_sightings()
-        totals: dict[Owner, Traffic] = dict(self._retired)
-        rates: dict[Owner, list[float]] = {}
-        active: dict[Owner, int] = {}
+        flows = list(self.flows.values())
+        figures = self._figures(flows, elapsed)
+        owners, group = _owners_of(flows)
+        totals, rates, active = self._per_owner(figures, owners, group, now)
         reasons = dict(self._retired_reasons)
-        connections: list[ConnectionRow] = []
-        retire: list[Flow] = []
-        for flow, figures in self._figures(elapsed):
-            owner, traffic = flow.owner, figures.total
-            totals[owner] = totals.get(owner, Traffic()) + traffic
-            pair = rates.setdefault(owner, [0.0, 0.0])
-            pair[0] += figures.rx_rate
-            pair[1] += figures.tx_rate
-            if owner is None:
-                reason = str(flow.reason or UnknownReason.NO_SOCKET)
-                reasons[reason] = reasons.get(reason, 0) + traffic.bytes
-            if not figures.closed and figures.last_seen >= now - ACTIVE_SECONDS:
-                active[owner] = active.get(owner, 0) + 1
-            if figures.last_seen < now - self.retire_after:
-                retire.append(flow)
-            connections.append(self._connection_row(flow, figures, now))
+        none = owners.index(None) if None in owners else -1
+        for i in np.flatnonzero(group == none).tolist():
+            flow = flows[i]
+            reason = str(flow.reason or UnknownReason.NO_SOCKET)
+            reasons[reason] = reasons.get(reason, 0) + figures.total(i).bytes
+        connections = self._connection_rows(flows, figures, now)
         a = self.table.arrays
         a["tick_rx"][:] = 0
         a["tick_tx"][:] = 0
-        for flow in retire:
-            self._retire(flow)
+        for i in np.flatnonzero(figures.last < now - self.retire_after).tolist():
+            self._retire(flows[i])
 
         sockets_per_pid: dict[int, int] = {}
+        holders: set[ProcessRef] = set()
         for sock in self.sockets.sockets:
             if sock.owner:
                 sockets_per_pid[sock.owner.pid] = sockets_per_pid.get(sock.owner.pid, 0) + 1
-        holders = {s.owner for s in self.sockets.sockets if s.owner}
-        owners = set(totals) | holders
+                holders.add(sock.owner)
+        unknown_reasons = tuple(sorted(reasons.items(), key=lambda r: -r[1]))
         processes = []
-        for owner in owners:
+        history = self._process_history
+        for owner, total in totals.items():
             rx_rate, tx_rate = rates.get(owner, (0.0, 0.0))
-            live = owner in rates or owner in holders
-            rx_history, tx_history = self._history(owner, rx_rate, tx_rate, live)
+            rx_history, tx_history = self._history(
+                owner, rx_rate, tx_rate, owner in rates or owner in holders
+            )
             processes.append(
                 ProcessRow(
-                    process=owner,
-                    total=totals.get(owner, Traffic()),
-                    rx_rate=rx_rate,
-                    tx_rate=tx_rate,
-                    sockets=sockets_per_pid.get(owner.pid, 0) if owner else 0,
-                    connections=active.get(owner, 0),
-                    rx_history=rx_history,
-                    tx_history=tx_history,
-                    unknown_reasons=(
-                        tuple(sorted(reasons.items(), key=lambda r: -r[1])) if owner is None else ()
-                    ),
+                    owner,
+                    total,
+                    rx_rate,
+                    tx_rate,
+                    sockets_per_pid.get(owner.pid, 0) if owner else 0,
+                    active.get(owner, 0),
+                    rx_history,
+                    tx_history,
+                    unknown_reasons if owner is None else (),
                 )
             )
+        for owner in holders - totals.keys():  # sockets, no traffic yet
+            rx_history, tx_history = self._history(owner, 0.0, 0.0, True)
+            processes.append(ProcessRow(owner, Traffic(), sockets=sockets_per_pid[owner.pid],
+                                        rx_history=rx_history, tx_history=tx_history))  # fmt: skip
         processes.extend(self._folded.values())
-        for gone in set(self._process_history) - owners:
-            del self._process_history[gone]
+        for gone in [o for o in history if o not in totals and o not in holders]:
+            del history[gone]
         self._fold_exited(rates.keys() | holders)
         unattributed = totals.get(None, Traffic()).bytes
         dns = None
@@ -504,24 +524,110 @@ class Engine:
             ),
         )
 
-    def _figures(self, elapsed: float) -> Iterator[tuple[Flow, _Figures]]:
-        """Every flow with its counters, each array read once: picking a flow's ten
-        values out of numpy one by one cost ~6 µs, an eighth of a 1,000-flow tick."""
+    def _figures(self, flows: list[Flow], elapsed: float) -> _Figures:
+        """Every flow's counters as arrays, from its owner's side (see Flow.far)."""
         a = self.table.arrays
-        rx_b, tx_b, rx_p, tx_p, tick_rx, tick_tx, first, last, outbound, closed = (
-            a[name].tolist() for name in _FIGURES
-        )
-        for flow in self.flows.values():
-            s = flow.slot
-            opened = None if outbound[s] < 0 else outbound[s] == 1
-            if flow.far:  # the owner's view: what arrives here, it sent
-                total = Traffic(tx_b[s], rx_b[s], tx_p[s], rx_p[s])
-                rx_rate, tx_rate = tick_tx[s] / elapsed, tick_rx[s] / elapsed
-                opened = None if opened is None else not opened
+        slots = np.fromiter((flow.slot for flow in flows), np.int64, len(flows))
+        far = np.fromiter((flow.far for flow in flows), np.bool_, len(flows))
+
+        def side(mine: str, theirs: str) -> npt.NDArray[Any]:
+            return np.where(far, a[theirs][slots], a[mine][slots])
+
+        outbound = a["outbound"][slots]
+        return _Figures(
+            rx_bytes=side("rx_bytes", "tx_bytes"),
+            tx_bytes=side("tx_bytes", "rx_bytes"),
+            rx_packets=side("rx_packets", "tx_packets"),
+            tx_packets=side("tx_packets", "rx_packets"),
+            rx_rate=side("tick_rx", "tick_tx") / elapsed,
+            tx_rate=side("tick_tx", "tick_rx") / elapsed,
+            first=a["first_seen"][slots], last=a["last_seen"][slots],
+            outbound=np.where(far & (outbound >= 0), 1 - outbound, outbound),
+            closed=a["closed"][slots], slots=slots,
+        )  # fmt: skip
+
+    def _per_owner(
+        self, figures: _Figures, owners: list[Owner], group: npt.NDArray[np.int64], now: float
+    ) -> tuple[dict[Owner, Traffic], dict[Owner, tuple[float, float]], dict[Owner, int]]:
+        """Totals (with retired flows'), rates and active connections per owner."""
+        m = len(owners)
+
+        def summed(values: npt.NDArray[Any]) -> list[Any]:
+            return np.bincount(group, weights=values, minlength=m).tolist()  # type: ignore[no-any-return]
+
+        rx_b, tx_b = summed(figures.rx_bytes), summed(figures.tx_bytes)
+        rx_p, tx_p = summed(figures.rx_packets), summed(figures.tx_packets)
+        totals = dict(self._retired)
+        for owner, *counts in zip(owners, rx_b, tx_b, rx_p, tx_p, strict=True):
+            traffic = Traffic(*(int(c) for c in counts))
+            old = totals.get(owner)
+            totals[owner] = traffic if old is None else old + traffic
+        rates = dict(zip(owners, zip(summed(figures.rx_rate), summed(figures.tx_rate),
+                                     strict=True), strict=True))  # fmt: skip
+        live = ~figures.closed & (figures.last >= now - ACTIVE_SECONDS)
+        counted = np.bincount(group[live], minlength=m).tolist()
+        active = {owner: n for owner, n in zip(owners, counted, strict=True) if n}
+        return totals, rates, active
+
+    def _connection_rows(
+        self, flows: list[Flow], figures: _Figures, now: float
+    ) -> list[ConnectionRow]:
+        tcp = [i for i, flow in enumerate(flows) if flow.key.proto == IPPROTO_TCP
+               and flow.reason is not UnknownReason.NO_PORTS]  # fmt: skip
+        health = dict(zip(tcp, self._tcp_health([flows[i] for i in tcp], figures.slots[tcp], now),
+                          strict=True))  # fmt: skip
+        rows = []
+        columns = zip(flows, figures.rx_bytes.tolist(), figures.tx_bytes.tolist(),
+                      figures.rx_packets.tolist(), figures.tx_packets.tolist(),
+                      figures.rx_rate.tolist(), figures.tx_rate.tolist(), figures.first.tolist(),
+                      figures.last.tolist(), figures.outbound.tolist(), figures.closed.tolist(),
+                      strict=True)  # fmt: skip
+        name_for = self.dns.name_for if self.dns is not None else None
+        listening = self.sockets.listening
+        for i, (flow, rx_b, tx_b, rx_p, tx_p, rx_rate, tx_rate, first, last, opened,
+                closed) in enumerate(columns):  # fmt: skip
+            key, sock = flow.key, flow.socket
+            if flow.far:  # from the owner's side, as its figures are
+                key = key._replace(laddr=key.raddr, lport=key.rport, raddr=key.laddr,
+                                   rport=key.lport)  # fmt: skip
+            if sock is not None and sock.connected:
+                state = sock.state
+            elif key.proto == IPPROTO_TCP:
+                state = "CLOSED" if closed else "ESTABLISHED" if opened >= 0 else "-"
             else:
-                total = Traffic(rx_b[s], tx_b[s], rx_p[s], tx_p[s])
-                rx_rate, tx_rate = tick_rx[s] / elapsed, tick_tx[s] / elapsed
-            yield flow, _Figures(total, rx_rate, tx_rate, first[s], last[s], opened, closed[s])
+                state = "-"
+            if opened >= 0:
+                direction = "Out" if opened else "In"
+            else:
+                pid = flow.owner.pid if flow.owner else -1
+                direction = "In" if (key.proto, pid, key.lport) in listening else "Out"
+            h = health.get(i)
+            rows.append(
+                ConnectionRow(
+                    process=flow.owner,
+                    unknown_reason=str(flow.reason) if flow.owner is None and flow.reason else None,
+                    proto=key.proto,
+                    iface=key.iface,
+                    laddr=key.laddr,
+                    lport=key.lport,
+                    raddr=key.raddr,
+                    rport=key.rport,
+                    state=state,
+                    direction=direction,
+                    total=Traffic(rx_b, tx_b, rx_p, tx_p),
+                    rx_rate=rx_rate,
+                    tx_rate=tx_rate,
+                    first_seen=first,
+                    last_seen=last,
+                    fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
+                    domain=name_for(key.raddr) if name_for is not None else None,
+                    rtt_ms=h.rtt_ms if h else None,
+                    jitter_ms=h.jitter_ms if h else None,
+                    retransmits=h.retransmits if h else None,
+                    health=h,
+                )
+            )
+        return rows
 
     def _history(
         self, owner: Owner, rx_rate: float, tx_rate: float, live: bool
@@ -583,79 +689,42 @@ class Engine:
             self.dns.forget_flow(flow.key)
         self.table.release(flow)
 
-    def _tcp_health(self, flow: Flow, now: float) -> TcpHealthRow | None:
-        if flow.key.proto != IPPROTO_TCP or flow.reason is UnknownReason.NO_PORTS:
-            return None
-        figures = self.tcp.figures(flow.slot, now)
-        sock = flow.socket
-        kernel = sock.tcp if sock is not None and sock.connected else None
-        kernel_count = kernel.total_retrans if kernel else None
-        retransmits = figures.retransmits if kernel_count is None else kernel_count
-        marks = flow.retransmit_marks
-        if marks is None:
-            marks = flow.retransmit_marks = deque()
-        marks.append((now, retransmits, figures.segments_sent))
-        while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
-            marks.popleft()
-        then, old_retransmits, old_segments = marks[0]
-        elapsed = now - then
-        sent = figures.segments_sent - old_segments
-        resent = retransmits - old_retransmits
-        jitter = figures.jitter_ms
-        if jitter is None and kernel is not None:
-            jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
-        return TcpHealthRow(
-            rtt_source="kernel" if kernel else "packets",
-            retransmits_source="kernel" if kernel_count is not None else "packets",
-            rtt_ms=kernel.rtt_ms if kernel else figures.rtt_ms,
-            jitter_ms=jitter,
-            retransmits=retransmits,
-            retransmit_rate=resent / elapsed if elapsed > 0 else 0.0,
-            retransmit_percent=100.0 * resent / sent if sent > 0 else None,
-            packet_rtt_ms=figures.rtt_ms,
-            packet_retransmits=figures.retransmits,
-            segments_sent=figures.segments_sent,
-            peer_retransmits=figures.peer_retransmits,
-            dup_acks=figures.dup_acks,
-        )
-
-    def _connection_row(self, flow: Flow, figures: _Figures, now: float) -> ConnectionRow:
-        key, sock, outbound = flow.key, flow.socket, figures.outbound
-        if flow.far:  # from the owner's side, as its figures are
-            key = key._replace(laddr=key.raddr, lport=key.rport, raddr=key.laddr, rport=key.lport)
-        if sock is not None and sock.connected:
-            state = sock.state
-        elif key.proto == IPPROTO_TCP:
-            state = "CLOSED" if figures.closed else "ESTABLISHED" if outbound is not None else "-"
-        else:
-            state = "-"
-        if outbound is not None:
-            direction = "Out" if outbound else "In"
-        else:
-            pid = flow.owner.pid if flow.owner else -1
-            listening = (key.proto, pid, key.lport) in self.sockets.listening
-            direction = "In" if listening else "Out"
-        health = self._tcp_health(flow, now)
-        return ConnectionRow(
-            process=flow.owner,
-            unknown_reason=str(flow.reason) if flow.owner is None and flow.reason else None,
-            proto=key.proto,
-            iface=key.iface,
-            laddr=key.laddr,
-            lport=key.lport,
-            raddr=key.raddr,
-            rport=key.rport,
-            state=state,
-            direction=direction,
-            total=figures.total,
-            rx_rate=figures.rx_rate,
-            tx_rate=figures.tx_rate,
-            first_seen=figures.first_seen,
-            last_seen=figures.last_seen,
-            fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
-            domain=self.dns.name_for(key.raddr) if self.dns is not None else None,
-            rtt_ms=health.rtt_ms if health else None,
-            jitter_ms=health.jitter_ms if health else None,
-            retransmits=health.retransmits if health else None,
-            health=health,
-        )
+    def _tcp_health(
+        self, flows: list[Flow], slots: npt.NDArray[np.int64], now: float
+    ) -> list[TcpHealthRow]:
+        """Health rows for TCP flows: the packets' (or the kernel filter's) figures,
+        with the socket's own where the kernel keeps them."""
+        figures = self.tcp.figures_of(slots, now)
+        rows = []
+        for flow, rtt, jitter, retransmits, sent, peer, dups in zip(flows, *figures, strict=True):
+            sock = flow.socket
+            kernel = sock.tcp if sock is not None and sock.connected else None
+            kernel_count = kernel.total_retrans if kernel else None
+            counted = retransmits if kernel_count is None else kernel_count
+            marks = flow.retransmit_marks
+            if marks is None:
+                marks = flow.retransmit_marks = deque()
+            marks.append((now, counted, sent))
+            while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
+                marks.popleft()
+            then, old_retransmits, old_segments = marks[0]
+            elapsed, resent, sent_since = now - then, counted - old_retransmits, sent - old_segments
+            if jitter is None and kernel is not None:
+                jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
+            rows.append(
+                TcpHealthRow(
+                    rtt_source="kernel" if kernel else "packets",
+                    retransmits_source="kernel" if kernel_count is not None else "packets",
+                    rtt_ms=kernel.rtt_ms if kernel else rtt,
+                    jitter_ms=jitter,
+                    retransmits=counted,
+                    retransmit_rate=resent / elapsed if elapsed > 0 else 0.0,
+                    retransmit_percent=100.0 * resent / sent_since if sent_since > 0 else None,
+                    packet_rtt_ms=rtt,
+                    packet_retransmits=retransmits,
+                    segments_sent=sent,
+                    peer_retransmits=peer,
+                    dup_acks=dups,
+                )
+            )
+        return rows

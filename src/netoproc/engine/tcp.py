@@ -309,6 +309,30 @@ class TcpHealth:
 
     # reading -------------------------------------------------------------------
 
+    def figures_of(self, slots: I64, now: float) -> tuple[list[Any], ...]:
+        """Many flows' figures at once, as lists in the order of `slots`: RTT (ms or
+        None), jitter (ms or None), retransmits, segments sent, peer retransmits,
+        duplicate ACKs."""
+        a = self._arrays
+        srtt = a["srtt"][slots]
+        samples = a["samples"][slots]
+        recent = a["sample_ts"][slots] >= now - JITTER_SECONDS
+        n = recent.sum(axis=1)
+        kept = np.where(recent, samples, 0.0)
+        mean = kept.sum(axis=1) / np.maximum(n, 1)
+        variance = np.where(recent, (samples - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(
+            n, 1
+        )
+        jitter = np.sqrt(variance)
+        return (
+            [None if v != v else v for v in srtt.tolist()],  # NaN: no sample yet
+            [j if k >= 2 else None for j, k in zip(jitter.tolist(), n.tolist(), strict=True)],
+            a["retransmits"][slots].tolist(),
+            a["segments_sent"][slots].tolist(),
+            a["peer_retransmits"][slots].tolist(),
+            a["dup_acks"][slots].tolist(),
+        )
+
     def figures(self, slot: int, now: float) -> TcpFigures:
         a = self._arrays
         recent = a["sample_ts"][slot] >= now - JITTER_SECONDS
