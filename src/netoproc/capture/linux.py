@@ -61,6 +61,9 @@ MAX_BLOCK = 1 << 20
 # size is what matters, and bigger blocks only save a little per-block work.
 BLOCKS = 32
 FRAME_SIZE = 2048
+# with counting in the kernel, interfaces are named every this many reads (at most
+# every READ_WAIT x this when idle; a read a block at high rates)
+INTERFACE_READS = 4
 
 TPACKET_REQ3 = struct.Struct("=7I")
 BLOCK_HEADER = struct.Struct("=IIIIII")  # version, offset_to_priv, status, num_pkts, first, len
@@ -169,6 +172,8 @@ class LinuxCapture:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self._waker = Waker(self._poll)
+        self._reads = 0
+        self._learn_interfaces()
         self._next_block = 0
         self.received = 0
         self.dropped = 0
@@ -182,8 +187,18 @@ class LinuxCapture:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def _learn_interfaces(self) -> None:
+        """Name every interface now: packets the kernel counts name only an index,
+        read a tick later, when a short-lived interface may be gone."""
+        for index, name in socket.if_nameindex():
+            if not self.interfaces.known(index):
+                self.interfaces.set(index, name)
+
     def read(self, timeout: float) -> list[RecordBlock]:
         """Blocks the kernel has finished; waits up to `timeout` seconds for the first."""
+        self._reads += 1
+        if self._counter is not None and self._reads % INTERFACE_READS == 0:
+            self._learn_interfaces()
         blocks = self._take_ready()
         if not blocks:
             self._poll.poll(int(timeout * 1000))

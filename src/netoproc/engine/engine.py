@@ -409,7 +409,8 @@ class Engine:
     def _apply_sightings(self) -> None:
         """Flows made before the kernel's word on their socket arrived take it now:
         it beats an owner guessed from the socket table (a pre-fork server's
-        listener rather than the worker that served the connection). A connected
+        listener rather than the worker that served the connection), and a socket
+        of this namespace beats one at the far end that was reported first. A connected
         socket another process has since used (a socket passed on) ends its flow:
         the bytes so far stay with the process that moved them, and the next
         packets start a new flow under the new owner."""
@@ -420,14 +421,16 @@ class Engine:
         match = self.sighted.match
         for flow in list(self.flows.values()):
             key = flow.key
-            if flow.by_kernel:
+            if flow.by_kernel and not flow.far:
                 if moved and key[1:] in moved:
                     seen = match(key)
                     if seen and flow.owner is not None and seen.process.pid != flow.owner.pid:
                         self._retire(flow)
             elif flow.reason not in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
                 seen = match(key)
-                if seen is not None:
+                # a socket of this namespace, once reported, beats one at the far end
+                # (a local server's peer in a container may send before the server reads)
+                if seen is not None and not (flow.far and seen.far):
                     flow.attribute(seen.process, None)
                     flow.by_kernel, flow.far = True, seen.far
 
