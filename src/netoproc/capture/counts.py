@@ -76,7 +76,7 @@ class KernelCounts:
         """`max_flows`: room in each counter map, if not the object's 65,536."""
         self.interfaces = interfaces
         sizes = {"counts0": max_flows, "counts1": max_flows} if max_flows else None
-        self._object = BpfObject("counts", sizes=sizes)
+        self._object = BpfObject("counts", sizes=sizes, core=False)  # reads only the packet
         try:
             self._prog = self._object.program_fd("count_flows")
             self._maps = (self._object.map_fd("counts0"), self._object.map_fd("counts1"))
