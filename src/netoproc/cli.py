@@ -246,6 +246,7 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     from netoproc.capture.pcapfile import CaptureFileError
     from netoproc.clock import SystemClock
     from netoproc.output.formats import FORMATS
+    from netoproc.output.text import flood_line
     from netoproc.session import LiveSession, Settings, replay
 
     if args.monitor and args.duration is not None:
@@ -304,6 +305,10 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             f"without ports {h.portless}; unattributed {h.unattributed_bytes} bytes; "
             f"failed OS queries {h.platform_errors}",
         )
+        for flood in h.floods:
+            _say(sys.stderr, f"{prog}: {flood_line(flood)}")
+        for what, times in h.limits:
+            _say(sys.stderr, f"{prog}: bound reached: {what}: {times}")
     try:
         write(snapshot.filtered(args.filter), sys.stdout)
         sys.stdout.flush()

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
+from netoproc.engine.floods import MAX_FLOWS, Floods
 from netoproc.engine.flows import (
     TRAFFIC_COLUMNS,
     ConversationSides,
@@ -94,11 +95,13 @@ class Engine:
         retire_after: float = 300.0,
         keep_exited: int = KEEP_EXITED,
         dns: bool = True,
+        max_flows: int = MAX_FLOWS,
     ) -> None:
         """`process_lookups` False: no socket table exists (a replayed file), so
         only processes the capture itself names are known. `dns` False: no DNS
         observatory (--no-dns). `keep_exited`: how many exited processes keep a
-        row of their own (see _fold_exited)."""
+        row of their own (see _fold_exited). `max_flows`: the flow table's bound
+        (see floods.py, which also folds floods and scans into aggregate rows)."""
         self.started = started
         self.interval = interval
         self.process_lookups = process_lookups
@@ -113,6 +116,7 @@ class Engine:
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
         self.tcp = TcpHealth(self.table.capacity)
+        self.floods = Floods(max_flows=max_flows)
         self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
         self._folded: dict[tuple[str, str], ProcessRow] = {}  # (name, user) -> exited ones
         self._retired_reasons: dict[str, int] = {}
@@ -143,9 +147,17 @@ class Engine:
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)
         self._reopen(groups, slots)
+        groups, slots = self.floods.fold(
+            groups, slots, batch, direction, self.sockets, len(self.flows)
+        )
         new = self._create_flows(groups, slots, batch)
+        if new:
+            new = self.floods.allow_lookups(new, float(batch.ts.max()))
         self._add(groups, slots, batch)
-        tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
+        # packets of folded flows (group -1) have no flow to keep TCP state for
+        tcp = np.flatnonzero(
+            (batch.proto == IPPROTO_TCP) & batch.transport & (groups.row_group >= 0)
+        )
         if len(tcp):
             self.tcp.analyse(
                 slots[groups.row_group[tcp]], direction[tcp], batch.ts[tcp], batch.seq[tcp],
@@ -336,6 +348,14 @@ class Engine:
             if figures.last_seen < now - self.retire_after:
                 retire.append(flow)
             connections.append(self._connection_row(flow, figures, now))
+        shares, floods = self.floods.tick(elapsed)
+        for share in shares:
+            totals[share.owner] = totals.get(share.owner, Traffic()) + share.total
+            pair = rates.setdefault(share.owner, [0.0, 0.0])
+            pair[0] += share.rx_rate
+            pair[1] += share.tx_rate
+            if share.reason is not None:
+                reasons[share.reason] = reasons.get(share.reason, 0) + share.total.bytes
         a = self.table.arrays
         a["tick_rx"][:] = 0
         a["tick_tx"][:] = 0
@@ -396,6 +416,8 @@ class Engine:
                 portless=self._portless,
                 unattributed_bytes=unattributed,
                 platform_errors=self.platform_errors,
+                floods=floods,
+                limits=(*self.floods.limits(), *(self.dns.limits() if self.dns else ())),
             ),
         )
 
