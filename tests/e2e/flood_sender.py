@@ -81,7 +81,7 @@ def frames(kind: str, src_mac: bytes, dst_mac: bytes, dst_ip: int, port: int, st
         proto, l4 = 1, np.zeros((n, 8 + 32), np.uint8)
         l4[:, 0] = 8  # echo request
         l4[:, 4:6] = _be(rng.integers(0, 65536, n, dtype=np.uint32), 2)
-        l4[:, 6:8] = _be(np.arange(start, start + n, dtype=np.uint32) & 0xFFFF, 2)
+        l4[:, 6:8] = _be((np.arange(start, start + n) & 0xFFFF).astype(np.uint32), 2)
     else:
         raise SystemExit(f"unknown kind {kind}")
     length = 20 + l4.shape[1]
