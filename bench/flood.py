@@ -141,7 +141,7 @@ def report(args: argparse.Namespace, samples: list[dict[str, object]],
     print(f"{args.kind} flood: {sent:,} frames sent in {seconds:.0f} s ({sent / seconds:,.0f}/s); "
           f"{crossed:,} packets crossed the veth (in and out)")  # fmt: skip
     print(f"{'s':>6}{'RSS MiB':>9}{'CPU %':>7}{'flows':>7}{'packets':>12}{'drops':>11}"
-          f"{'folded':>12}{'rows':>6}{'sources':>10}{'tick gap':>10}")  # fmt: skip
+          f"{'folded':>12}{'rows':>6}{'sources':>13}{'tick gap':>10}")  # fmt: skip
     previous = (start, 0.0)
     for s in samples:
         t, cpu = float(str(s["t"])), float(str(s["cpu"]))
@@ -149,7 +149,7 @@ def report(args: argparse.Namespace, samples: list[dict[str, object]],
         previous = (t, cpu)
         print(f"{t - start:>6.0f}{int(str(s['rss_kib'])) / 1024:>9.1f}{share:>7.0f}"
               f"{s['flows']:>7}{int(str(s['packets'])):>12,}{int(str(s['drops'])):>11,}"
-              f"{int(str(s['folded'])):>12,}{s['flood_rows']:>6}{int(str(s['sources'])):>10,}"
+              f"{int(str(s['folded'])):>12,}{s['flood_rows']:>6}{int(str(s['sources'])):>13,}"
               f"{float(str(s['tick_gap'])):>9.2f}s")  # fmt: skip
     last = samples[-1]
     after = [s for s in samples if float(str(s["t"])) - start >= min(60, seconds / 3)] or samples
