@@ -186,6 +186,8 @@ def test_a_port_scan_uses_a_bounded_number_of_rows() -> None:
     assert many.ports == 1000 - engine.floods.max_aggregates
     assert all(row.sources == 1 and row.sources_exact for row in floods)
     assert sum(row.total.packets for row in floods) == 2000 == everything(snapshot).packets
+    merged = 1000 - engine.floods.max_aggregates  # flows (a SYN and its RST each)
+    assert dict(snapshot.health.limits) == {"flood rows past 128 ports: folded together": merged}
 
 
 def test_a_udp_flood_on_a_closed_port_and_an_icmp_flood_fold() -> None:
@@ -232,7 +234,8 @@ def test_the_folding_rows_stay_bounded_whatever_the_keys() -> None:
     n = 1000
     rng = np.random.default_rng(2)
     floods.fold_rows(
-        iface=[f"if{i % 50}" for i in range(n)],
+        iface=np.arange(n, dtype=np.int64) % 50,
+        iface_name=lambda i: f"if{i}",
         proto=rng.integers(0, 256, n).astype(np.int64),
         lport=rng.integers(0, 65536, n).astype(np.int64),
         kind=np.zeros(n, np.int64),

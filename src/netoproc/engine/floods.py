@@ -70,6 +70,7 @@ EXACT_SOURCES = 1024
 HLL_BITS = 12
 LOOKUPS_PER_SECOND = 2000
 LOOKUP_BURST = 512
+MAX_ROUTES = 1 << 18
 
 FLOOD, TABLE_FULL = 0, 1  # kinds of aggregate
 _HANDSHAKE_FLAGS = TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN
@@ -189,6 +190,8 @@ class Floods:
         self.lookup_burst = lookup_burst
         self._aggregates: list[_Aggregate] = []
         self._by_key: dict[tuple[str, int, int, int], int] = {}
+        # (iface id, proto, kind, port) packed in an int -> aggregate: a bounded cache
+        self._routes: dict[int, int] = {}
         self._second = -math.inf  # the second the candidates are being counted in
         self._in_second = 0
         self._pressure_until = -math.inf
@@ -237,7 +240,8 @@ class Floods:
         at = np.flatnonzero(folded)
         names = batch.interfaces.name
         self.fold_rows(
-            iface=[names(i) for i in groups.iface[at].tolist()],
+            iface=groups.iface[at],
+            iface_name=names,
             proto=groups.proto[at],
             lport=groups.lport[at],
             kind=kind[at],
@@ -313,7 +317,8 @@ class Floods:
     def fold_rows(
         self,
         *,
-        iface: list[str],
+        iface: I64,
+        iface_name: Callable[[int], str],
         proto: I64,
         lport: I64,
         kind: I64,
@@ -325,15 +330,32 @@ class Floods:
         owner_of: Callable[[int], tuple[ProcessRef | None, UnknownReason | None]],
     ) -> None:
         """Add flows' counters to their aggregates, one row per flow (columns of equal
-        length). `traffic` is (rx bytes, tx bytes, rx packets, tx packets); `owner_of(i)`
-        names the socket's owner (or why none) for a row whose aggregate is new."""
+        length; `iface` as ids that `iface_name` names). `traffic` is (rx bytes, tx
+        bytes, rx packets, tx packets); `owner_of(i)` names the socket's owner (or why
+        none) for row i when its aggregate is new. Python works once per distinct
+        (interface, protocol, port, kind) and per aggregate, never per row."""
+        if not len(iface):
+            return
         socket_proto = (proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)
         port = np.where(socket_proto, lport, 0)
-        target = np.empty(len(iface), np.int64)
-        for i, (name, p, lp, k) in enumerate(
-            zip(iface, proto.tolist(), port.tolist(), kind.tolist(), strict=True)
-        ):
-            target[i] = self._aggregate(name, p, lp, k, i, owner_of)
+        combined = (iface << 32) | ((proto & 0xFF) << 20) | (kind << 17) | port
+        keys, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        per_key = np.bincount(inverse, minlength=len(keys)).tolist()
+        targets = np.empty(len(keys), np.int64)
+        for j, (key, row) in enumerate(zip(keys.tolist(), first.tolist(), strict=True)):
+            name = iface_name(int(iface[row]))
+            found = self._routes.get(key)
+            if found is None or self._aggregates[found].iface != name:
+                found = self._aggregate(name, int(proto[row]), int(port[row]), int(kind[row]),
+                                        row, owner_of)  # fmt: skip
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()  # only a cache of what _aggregate decides
+                self._routes[key] = found
+            if self._aggregates[found].lport == ANY_PORT and int(port[row]) != ANY_PORT:
+                self.merged += per_key[j]
+            targets[j] = found
+        target = targets[inverse]
         order = np.argsort(target, kind="stable")
         hashes = _hash(r_hi, r_lo)[order]
         sorted_target = target[order]
@@ -367,7 +389,6 @@ class Floods:
         if found is not None:
             return found
         if len(self._by_key) >= self.max_aggregates:
-            self.merged += 1
             key = (iface, proto, ANY_PORT, kind)
             found = self._by_key.get(key)
             if found is not None:
