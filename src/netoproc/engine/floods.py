@@ -70,7 +70,7 @@ EXACT_SOURCES = 1024
 HLL_BITS = 12
 LOOKUPS_PER_SECOND = 2000
 LOOKUP_BURST = 512
-MAX_ROUTES = 1 << 18
+MAX_FAMILIES = 64  # (interface, protocol, kind) with a table of rows by port (256 KiB each)
 
 FLOOD, TABLE_FULL = 0, 1  # kinds of aggregate
 _HANDSHAKE_FLAGS = TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN
@@ -149,6 +149,19 @@ class _Aggregate:
         self.ports: Bool | None = np.zeros(1 << 16, np.bool_) if lport == ANY_PORT else None
 
 
+class _Family:
+    """The aggregates of one (interface, protocol, kind), found by local port."""
+
+    __slots__ = ("iface", "kind", "proto", "targets")
+
+    def __init__(self, iface: str, proto: int, kind: int) -> None:
+        self.iface, self.proto, self.kind = iface, proto, kind
+        socket_proto = proto in (IPPROTO_TCP, IPPROTO_UDP)
+        self.targets: npt.NDArray[np.int32] | None = (
+            np.full(1 << 16, -1, np.int32) if socket_proto else None
+        )
+
+
 class Contribution(NamedTuple):
     """An aggregate's share of a tick, for the process rows."""
 
@@ -190,8 +203,8 @@ class Floods:
         self.lookup_burst = lookup_burst
         self._aggregates: list[_Aggregate] = []
         self._by_key: dict[tuple[str, int, int, int], int] = {}
-        # (iface id, proto, kind, port) packed in an int -> aggregate: a bounded cache
-        self._routes: dict[int, int] = {}
+        # (iface id, proto, kind) packed in an int -> its rows by port
+        self._families: dict[int, _Family] = {}
         self._second = -math.inf  # the second the candidates are being counted in
         self._in_second = 0
         self._pressure_until = -math.inf
@@ -338,24 +351,19 @@ class Floods:
             return
         socket_proto = (proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)
         port = np.where(socket_proto, lport, 0)
-        combined = (iface << 32) | ((proto & 0xFF) << 20) | (kind << 17) | port
-        keys, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        families = (iface << 9) | ((proto & 0xFF) << 1) | kind
+        keys, first, inverse = np.unique(families, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-        per_key = np.bincount(inverse, minlength=len(keys)).tolist()
-        targets = np.empty(len(keys), np.int64)
+        target = np.empty(len(iface), np.int64)
         for j, (key, row) in enumerate(zip(keys.tolist(), first.tolist(), strict=True)):
+            rows = np.flatnonzero(inverse == j) if len(keys) > 1 else np.arange(len(iface))
             name = iface_name(int(iface[row]))
-            found = self._routes.get(key)
-            if found is None or self._aggregates[found].iface != name:
-                found = self._aggregate(name, int(proto[row]), int(port[row]), int(kind[row]),
-                                        row, owner_of)  # fmt: skip
-                if len(self._routes) >= MAX_ROUTES:
-                    self._routes.clear()  # only a cache of what _aggregate decides
-                self._routes[key] = found
-            if self._aggregates[found].lport == ANY_PORT and int(port[row]) != ANY_PORT:
-                self.merged += per_key[j]
-            targets[j] = found
-        target = targets[inverse]
+            family = self._families.get(key)
+            if family is None or family.iface != name:
+                family = _Family(name, int(proto[row]), int(kind[row]))
+                if len(self._families) < MAX_FAMILIES:
+                    self._families[key] = family
+            target[rows] = self._route(family, port[rows], rows, owner_of)
         order = np.argsort(target, kind="stable")
         hashes = _hash(r_hi, r_lo)[order]
         sorted_target = target[order]
@@ -374,6 +382,37 @@ class Floods:
             aggregate.sources.add(hashes[start:end])
             if aggregate.ports is not None:
                 aggregate.ports[port[rows]] = True
+
+    def _route(
+        self,
+        family: _Family,
+        ports: I64,
+        rows: I64,
+        owner_of: Callable[[int], tuple[ProcessRef | None, UnknownReason | None]],
+    ) -> I64:
+        """The aggregate of each of a family's rows, by local port: Python only for a
+        port not met before while port rows remain; past them, one array operation."""
+        if family.targets is None:  # not TCP or UDP: one row for the family
+            found = self._aggregate(family.iface, family.proto, 0, family.kind, int(rows[0]),
+                                    owner_of)  # fmt: skip
+            return np.full(len(rows), found, np.int64)
+        targets = family.targets[ports]
+        new = np.flatnonzero(targets < 0)
+        if len(new):
+            fresh, at = np.unique(ports[new], return_index=True)
+            for port, row in zip(fresh.tolist(), rows[new[at]].tolist(), strict=True):
+                if len(self._by_key) >= self.max_aggregates:
+                    break
+                family.targets[port] = self._aggregate(family.iface, family.proto, port,
+                                                       family.kind, row, owner_of)  # fmt: skip
+            rest = fresh[family.targets[fresh] < 0]
+            if len(rest):
+                family.targets[rest] = self._aggregate(family.iface, family.proto, ANY_PORT,
+                                                       family.kind, -1, owner_of)  # fmt: skip
+            targets = family.targets[ports]
+        merged = np.asarray([a.lport == ANY_PORT for a in self._aggregates])[targets]
+        self.merged += int(np.count_nonzero(merged))
+        return targets.astype(np.int64)
 
     def _aggregate(
         self,
