@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from netoproc.engine import Engine
+from netoproc.engine.attribution import SocketIndex
 from netoproc.engine.floods import PRESSURE_PER_SECOND, DistinctCount, Floods
+from netoproc.engine.grouping import FlowGroups
 from netoproc.model import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, UnknownReason
 from netoproc.snapshot import ANY_PORT, Snapshot, Traffic
 from tests.engine.frames import (
@@ -250,3 +252,45 @@ def test_the_folding_rows_stay_bounded_whatever_the_keys() -> None:
     _, rows = floods.tick(1.0)
     assert len(rows) <= 2 * 4 + 1
     assert sum(row.total.packets for row in rows) == n
+
+
+def counted(n: int, *, lport: int, tx_packets: int) -> FlowGroups:
+    """Per-flow counts as a counter source without packets gives them: one row a flow."""
+    none = np.zeros(n, np.bool_)
+    r_lo = np.arange(n, dtype=np.uint64) + np.uint64(0xFFFF0A000000)  # ::ffff:10.0.0.0 + i
+    groups = FlowGroups(
+        iface=np.ones(n, np.int64), proto=np.full(n, IPPROTO_UDP, np.int64),
+        l_hi=np.zeros(n, np.uint64), l_lo=np.full(n, 0xFFFFC0000201, np.uint64),
+        lport=np.full(n, lport, np.int64), r_hi=np.zeros(n, np.uint64), r_lo=r_lo,
+        rport=np.arange(n, dtype=np.int64) % 60000 + 1024,
+        rx_bytes=np.full(n, 100, np.int64), tx_bytes=np.full(n, 50 * tx_packets, np.int64),
+        rx_packets=np.ones(n, np.int64), tx_packets=np.full(n, tx_packets, np.int64),
+        first_ts=np.zeros(n), last_ts=np.zeros(n), transport=~none, syn_out=none, syn_in=none,
+        closed=none, pid=np.full(n, -1, np.int64), row_group=np.zeros(0, np.int64),
+        key_hash=np.arange(n, dtype=np.uint64),
+    )  # fmt: skip
+    return groups
+
+
+def test_counted_flows_fold_by_the_same_rules_and_bounds() -> None:
+    floods = Floods(max_flows=1000)
+    index = SocketIndex([sock(IPPROTO_UDP, "0.0.0.0", 53, pid=2, name="dns")])
+    # a UDP flood on a closed port, counted per flow: folded, every counter kept
+    flood = counted(5000, lport=9, tx_packets=0)
+    left, slots, kept = floods.fold_counted(
+        flood, np.full(5000, -1, np.int64), index, 0, lambda _i: "eth0"
+    )
+    assert len(left) == len(slots) == 0 and not kept.any()
+    # answered flows on the resolver's port are real: they keep rows, up to the bound
+    answered = counted(1500, lport=53, tx_packets=1)
+    left, slots, kept = floods.fold_counted(
+        answered, np.full(1500, -1, np.int64), index, 0, lambda _i: "eth0"
+    )
+    assert len(left) == 1000 and kept.sum() == 1000 and (slots == -1).all()
+    _, rows = floods.tick(1.0)
+    by_port = {row.lport: row for row in rows}
+    assert by_port[9].total == Traffic(500_000, 0, 5000, 0)
+    assert by_port[9].process is None and by_port[9].reason == str(UnknownReason.FLOOD)
+    assert by_port[53].total.packets == 1000  # 500 flows past the bound, 2 packets each
+    assert by_port[53].process is not None and by_port[53].process.pid == 2
+    assert floods.table_full == 500

@@ -35,9 +35,10 @@ table). Every bound reached is counted and shown (`limits`).
 Distinct sources: exact (a set of 64-bit hashes of the remote address) up
 to `EXACT_SOURCES`, then a HyperLogLog of 2**12 registers, about 1.6 % off.
 
-`fold_rows` takes plain columns (interface, protocol, ports, remote address,
-counters), not packets: a future source of per-flow counters (in-kernel
-maps) can feed its rows through the same aggregates.
+`fold_counted` does the same for rows of per-flow counters (a source that
+counts in the kernel and passes up no packets), and `fold_rows` takes plain
+columns (interface, protocol, ports, remote address, counters): any such
+source folds through the same aggregates and the same bounds.
 
 Like the rest of the engine: no I/O, no clock; time is the packets'.
 """
@@ -231,12 +232,53 @@ class Floods:
         flows: int,
     ) -> tuple[FlowGroups, I64]:
         """Fold the batch's new flows that look like a flood (under pressure) or do not
-        fit in the table; returns the groups and slots left to make flows of."""
-        fresh = (slots == -1) & (groups.pid < 0)
-        if not fresh.any():
+        fit in the table; returns the groups and slots left to make flows of (the
+        packets of folded flows have group -1)."""
+        if not (slots == -1).any():
             return groups, slots
-        now = float(groups.last_ts.max())
+        fresh = (slots == -1) & (groups.pid < 0)
         candidate = fresh & self._candidates(groups, batch, direction, sockets)
+        folded = self._fold(groups, slots, candidate, sockets, flows, batch.interfaces.name)
+        if folded is None:
+            return groups, slots
+        return keep_groups(groups, ~folded), slots[~folded]
+
+    def fold_counted(
+        self,
+        groups: FlowGroups,
+        slots: I64,
+        sockets: SocketIndex,
+        flows: int,
+        iface_name: Callable[[int], str],
+    ) -> tuple[FlowGroups, I64, Bool]:
+        """The same for per-flow counts (a counter source without packets, such as
+        in-kernel maps: one row per flow, no TCP flags to judge by). Candidates are
+        TCP or UDP flows that only arrived, on a port no socket uses. Returns the
+        groups and slots left, and which of the given rows they are."""
+        if not (slots == -1).any():
+            return groups, slots, np.ones(len(groups), np.bool_)
+        used = np.isin((groups.proto << 16) | groups.lport, self._used_ports(sockets))
+        socket_proto = (groups.proto == IPPROTO_TCP) | (groups.proto == IPPROTO_UDP)
+        candidate = (
+            (slots == -1) & (groups.pid < 0) & socket_proto & (groups.tx_packets == 0) & ~used
+        )
+        folded = self._fold(groups, slots, candidate, sockets, flows, iface_name)
+        if folded is None:
+            return groups, slots, np.ones(len(groups), np.bool_)
+        return keep_groups(groups, ~folded), slots[~folded], ~folded
+
+    def _fold(
+        self,
+        groups: FlowGroups,
+        slots: I64,
+        candidate: Bool,
+        sockets: SocketIndex,
+        flows: int,
+        names: Callable[[int], str],
+    ) -> Bool | None:
+        """Fold the candidates (under pressure) and what does not fit in the table;
+        returns which groups were folded, or None."""
+        now = float(groups.last_ts.max())
         self._count_pressure(now, int(np.count_nonzero(candidate)))
         kind = np.full(len(groups), -1, np.int64)
         if self.under_pressure(now):
@@ -247,11 +289,10 @@ class Floods:
             full = making[room:]
             kind[full] = TABLE_FULL
             self.table_full += len(full)
-        folded = kind >= 0
+        folded: Bool = kind >= 0
         if not folded.any():
-            return groups, slots
+            return None
         at = np.flatnonzero(folded)
-        names = batch.interfaces.name
         self.fold_rows(
             iface=groups.iface[at],
             iface_name=names,
@@ -266,7 +307,7 @@ class Floods:
             last_seen=groups.last_ts[at],
             owner_of=lambda i: self._owner(sockets, groups, int(at[i]), names),
         )  # fmt: skip
-        return keep_groups(groups, ~folded), slots[~folded]
+        return folded
 
     def _candidates(
         self,
