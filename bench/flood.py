@@ -37,6 +37,7 @@ PORT = 80
 DRIVER = """
 import json, resource, sys, time
 from netoproc.clock import SystemClock
+from netoproc.output.text import flood_line
 from netoproc.session import LiveSession, Settings
 
 session = LiveSession(Settings(), SystemClock())
@@ -67,9 +68,10 @@ def sample(snapshot):
 
 print("ready", file=sys.stderr, flush=True)
 try:
-    session.run(seconds, on_tick=sample)
+    last = session.run(seconds, on_tick=sample)
 finally:
     session.close()
+print(json.dumps({"rows": [flood_line(row) for row in last.health.floods[:5]]}), flush=True)
 """
 
 
@@ -125,8 +127,12 @@ def main() -> None:
             hogs.append((time.monotonic() - started, *proc_sample(nethogs.pid)))
             nethogs.kill()
         out, err = driver.communicate(timeout=args.seconds + 120)
-        samples = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        samples = [line for line in lines if "rows" not in line]
         report(args, samples, hogs, sent, seconds, crossed, err)
+        for final in lines:
+            for row in final.get("rows", ()):
+                print(f"netoproc --verbose: {row}")
 
 
 def report(args: argparse.Namespace, samples: list[dict[str, object]],

@@ -205,7 +205,7 @@ def main() -> None:
                                             json.loads(link)[0]["address"], hosts.a4, "80",
                                             str(seconds), str(args.flood_pps)])  # fmt: skip
             wait_for_line(flooder.stderr, "ready")
-            flooded = counter(hosts, "rx_packets")
+            flooded, flood_began = counter(hosts, "rx_packets"), time.monotonic()
         time.sleep(3)  # let the rates settle
         packets, started = counter(hosts, "tx_packets"), time.monotonic()
 
@@ -230,8 +230,9 @@ def main() -> None:
               f"since netoproc started: {sent:,} sent, {dropped:,} reported dropped "
               f"({dropped / max(sent, 1):.2%})")  # fmt: skip
         if args.flood:
-            print(f"{args.flood} flood: {counter(hosts, 'rx_packets') - flooded:,} packets "
-                  f"arrived on {hosts.veth_a} since it began")  # fmt: skip
+            arrived, lasted = counter(hosts, "rx_packets") - flooded, time.monotonic() - flood_began
+            print(f"{args.flood} flood: {arrived:,} packets arrived on {hosts.veth_a} in "
+                  f"{lasted:.0f} s ({arrived / lasted:,.0f}/s)")  # fmt: skip
         report("view switch (2 / 1)", switches)
         report("sort (s)", sorts)
     finally:
