@@ -57,7 +57,7 @@ def decimal_rate(value: float) -> str:
 
 def flood_line(row: FloodRow) -> str:
     """One folded flood or scan, as `--verbose` reports it:
-    "flood on tcp :80 (eth0): 1,200,000 packets, 57.6 MB from ~950,000 sources; ..."."""
+    "flood on TCP :80 (eth0): 1,200,000 packets, 48,000,000 bytes from ~950,123 sources; ..."."""
     what = f"{proto_name(row.proto)} {row.port_text}".strip()
     where = f"{what} ({row.iface})" if row.iface else what
     sources = ("" if row.sources_exact else "~") + f"{row.sources:,}"
