@@ -1,6 +1,6 @@
 """Key-to-repaint latency of the monitor while it captures 100,000 packets a second.
 
-    sudo python bench/tui_latency.py [--pps 100000] [--presses 60]
+    sudo python bench/tui_latency.py [--pps 100000] [--presses 60] [--flood syn]
 
 Builds two network namespaces joined by a veth pair (tests/e2e/netns.py). In
 the first, a process named `np-blast` sends small UDP datagrams to the second
@@ -12,6 +12,10 @@ Process views (a whole view drawn), `s` cycles the sort (the rows re-sorted
 and redrawn). It prints the latencies, the packet rate the interface really
 sent, and the drops netoproc reported.
 
+With `--flood KIND`, the second namespace also floods the first with
+spoofed-source traffic (tests/e2e/flood_sender.py: `syn`, `scan`, `udp`,
+`icmp`; as fast as it can, or at `--flood-pps`) while the keys are typed.
+
 Needs root (namespaces, capture). Everything it starts, it stops by pid.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
+import json
 import os
 import re
 import signal
@@ -36,12 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.e2e
 
-from tests.e2e.netns import TwoHosts  # noqa: E402
+from tests.e2e.netns import TwoHosts, wait_for_line  # noqa: E402
 from tests.e2e.peers import set_name  # noqa: E402
 
 SIZE = (160, 48)
 PORT = 9
 BATCH = 50
+FLOOD_SENDER = str(ROOT / "tests" / "e2e" / "flood_sender.py")
 SORT_NAMES = ("pid", "name", "user", "sockets", "connections", "rx rate", "tx rate",
               "rx total", "tx total", "traffic")  # fmt: skip
 
@@ -173,6 +179,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pps", type=int, default=100_000)
     parser.add_argument("--presses", type=int, default=60)
+    parser.add_argument("--flood", choices=("syn", "scan", "udp", "icmp"))
+    parser.add_argument("--flood-pps", type=int, default=0, help="0: as fast as it can")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/tui_latency.py: run as root (network namespaces and capture)")
@@ -188,6 +196,16 @@ def main() -> None:
         since_start = counter(hosts, "tx_packets")
         terminal = Terminal(["ip", "netns", "exec", hosts.a, sys.executable, "-m", "netoproc"])
         terminal.wait_for(b"np-blast", 0, timeout=30)
+        if args.flood:
+            subprocess.run(["ip", "-n", hosts.a, "route", "add", "default", "via", hosts.b4],
+                           check=True, timeout=10)  # fmt: skip
+            link = subprocess.check_output(["ip", "-n", hosts.a, "-j", "link", "show",
+                                            hosts.veth_a], timeout=10)  # fmt: skip
+            flooder = hosts.start(hosts.b, [sys.executable, FLOOD_SENDER, args.flood, hosts.veth_b,
+                                            json.loads(link)[0]["address"], hosts.a4, "80",
+                                            str(seconds), str(args.flood_pps)])  # fmt: skip
+            wait_for_line(flooder.stderr, "ready")
+            flooded, flood_began = counter(hosts, "rx_packets"), time.monotonic()
         time.sleep(3)  # let the rates settle
         packets, started = counter(hosts, "tx_packets"), time.monotonic()
 
@@ -211,6 +229,10 @@ def main() -> None:
         print(f"captured while measuring: {rate:,.0f} packets/s sent on {hosts.veth_a}; "
               f"since netoproc started: {sent:,} sent, {dropped:,} reported dropped "
               f"({dropped / max(sent, 1):.2%})")  # fmt: skip
+        if args.flood:
+            arrived, lasted = counter(hosts, "rx_packets") - flooded, time.monotonic() - flood_began
+            print(f"{args.flood} flood: {arrived:,} packets arrived on {hosts.veth_a} in "
+                  f"{lasted:.0f} s ({arrived / lasted:,.0f}/s)")  # fmt: skip
         report("view switch (2 / 1)", switches)
         report("sort (s)", sorts)
     finally:

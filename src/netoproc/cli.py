@@ -246,6 +246,7 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     from netoproc.capture.pcapfile import CaptureFileError
     from netoproc.clock import SystemClock
     from netoproc.output.formats import FORMATS
+    from netoproc.output.text import flood_line
     from netoproc.session import LiveSession, Settings, replay
 
     if args.monitor and args.duration is not None:
@@ -315,6 +316,10 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             + (f"; owner events lost {h.owner_events_lost}" if h.owners == "eBPF" else "")
             + (f"; counter map overflow {h.counter_overflow}" if h.counting == "kernel" else ""),
         )
+        for flood in h.floods:
+            _say(sys.stderr, f"{prog}: {flood_line(flood)}")
+        for what, times in h.limits:
+            _say(sys.stderr, f"{prog}: bound reached: {what}: {times}")
     try:
         write(snapshot.filtered(args.filter), sys.stdout)
         sys.stdout.flush()

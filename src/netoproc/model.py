@@ -47,6 +47,8 @@ class UnknownReason(enum.StrEnum):
     NOT_SOCKET = "not socket traffic (ICMP or another protocol)"
     NO_PORTS = "fragment or truncated header without ports"
     NO_PROCESS_INFO = "capture carries no process information"
+    FLOOD = "flood or scan: no local socket"
+    TABLE_FULL = "flow table full"
 
 
 def proto_name(proto: int) -> str:

@@ -46,6 +46,9 @@ COALESCE_SECONDS = 0.02
 COALESCE_BYTES = 16 << 20
 CAPTURE_WAIT = 0.5  # the capture's `wake` ends it when the session stops
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
+# At most one full table instead of lookups this often: under a flood of new flows
+# the platform's "too many at once" must not turn every batch into a table dump.
+FALLBACK_TABLE_SECONDS = 1.0
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
 # The fast lane must run within about a millisecond of a packet, even while the
 # engine thread holds the GIL; Python's default hand-over interval is 5 ms. It
@@ -134,6 +137,7 @@ class LiveSession:
             target=self._first_packets_loop, name="netoproc-first-packets", daemon=True
         )
         self._next_table = 0.0
+        self._table_read = -float("inf")  # monotonic time of the last full socket table
 
     # capture threads ----------------------------------------------------------
 
@@ -202,7 +206,8 @@ class LiveSession:
             resolvers = self._ask("resolvers", platform.resolvers)
             if resolvers is not None:
                 self.engine.resolvers = resolvers
-        self._next_table = self.clock.monotonic() + SOCKET_TABLE_SECONDS
+        self._table_read = self.clock.monotonic()
+        self._next_table = self._table_read + SOCKET_TABLE_SECONDS
 
     def _sight(self) -> None:
         """The owners the kernel reported since the last call, to the engine."""
@@ -231,7 +236,9 @@ class LiveSession:
         if new and platform is not None:
             found = self._ask("socket lookup", platform.lookup, new)
             if found is None:  # too many at once (or no answer): one full table for them all
-                self._refresh_sockets()
+                if self.clock.monotonic() >= self._table_read + FALLBACK_TABLE_SECONDS:
+                    self._refresh_sockets()
+                # else they stay pending: the next full table answers them
             else:
                 self.engine.attribute(found)
 

@@ -194,6 +194,42 @@ class DnsView:
     malformed: int = 0
 
 
+ANY_PORT = -1  # a flood row's port when it stands for many ports (a scan)
+
+
+@dataclass(frozen=True, slots=True)
+class FloodRow:
+    """Traffic folded into one row instead of a flow per remote: a flood or a scan.
+
+    Keyed by interface, protocol and local port (`ANY_PORT` past as many rows as
+    the engine keeps). `process` is the socket's owner when one was listening
+    (half-open handshakes of a SYN flood), else None (`reason` says why).
+    `sources` counts distinct remote addresses: exact while `sources_exact`,
+    else a HyperLogLog estimate (about 1.6 % off). `ports` counts the distinct
+    local ports folded here (1 for a row of one port).
+    """
+
+    iface: str
+    proto: int
+    lport: int
+    reason: str
+    process: ProcessRef | None
+    total: Traffic
+    rx_rate: float
+    tx_rate: float
+    sources: int
+    sources_exact: bool
+    ports: int
+    first_seen: float
+    last_seen: float
+
+    @property
+    def port_text(self) -> str:
+        if self.lport == ANY_PORT:
+            return f"{self.ports:,} ports"
+        return f":{self.lport}" if self.proto in (6, 17) else ""
+
+
 @dataclass(frozen=True, slots=True)
 class CaptureHealth:
     """How complete the picture is."""
@@ -219,6 +255,14 @@ class CaptureHealth:
     counting: str = ""
     counting_why: str = ""
     counter_overflow: int = 0  # packets the kernel's full counter map left to the packet path
+    # floods and scans folded into aggregate rows, largest first
+    floods: tuple[FloodRow, ...] = ()
+    # bounds reached, and how often: (what, count), e.g. ("flow table full", 12)
+    limits: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def folded_packets(self) -> int:
+        return sum(row.total.packets for row in self.floods)
 
     @property
     def unattributed_share(self) -> float:

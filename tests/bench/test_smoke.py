@@ -39,6 +39,11 @@ LIVE_SMOKE = [
                  id="counting"),
     pytest.param(["bench/soak.py", "--seconds", "8", "--every", "4"],
                  ["RSS after warm-up", "threads"], id="soak"),
+    pytest.param(["bench/flood.py", "--seconds", "6", "--every", "2", "--pps", "20000"],
+                 ["syn flood:", "netoproc: RSS", "nethogs -C: RSS"], id="flood"),
+    pytest.param(["bench/flood.py", "--kind", "scan", "--seconds", "4", "--every", "2",
+                  "--pps", "20000", "--no-nethogs"], ["scan flood:", "netoproc: RSS"],
+                 id="flood_scan"),
 ]  # fmt: skip
 
 

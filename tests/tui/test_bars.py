@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from netoproc.snapshot import CaptureHealth
-from netoproc.tui.bars import Status, status_text, too_small_text
+from netoproc.snapshot import ANY_PORT, CaptureHealth, FloodRow, Traffic
+from netoproc.tui.bars import Status, compact, status_text, too_small_text
 
 FULL = Status(
     view="Connection",
@@ -78,3 +78,40 @@ def test_the_owner_source_is_said_and_shortened_last() -> None:
         " │ no eBPF"
     )
     assert "owners" not in status_text(FULL, 200).plain  # macOS, replays: nothing to say
+
+
+FLOOD = FloodRow(
+    iface="eth\x1b[0",
+    proto=6,
+    lport=80,
+    reason="flood or scan: no local socket",
+    process=None,
+    total=Traffic(rx_bytes=48_000_000, rx_packets=1_200_000),
+    rx_rate=0.0,
+    tx_rate=0.0,
+    sources=950_123,
+    sources_exact=False,
+    ports=1,
+    first_seen=0.0,
+    last_seen=1.0,
+)
+
+
+def test_a_flood_is_said_with_its_size_and_names_are_escaped() -> None:
+    scan = dataclasses.replace(FLOOD, proto=17, lport=ANY_PORT, ports=65_535, sources=1,
+                               sources_exact=True, total=Traffic(rx_packets=70_000))  # fmt: skip
+    flooded = dataclasses.replace(
+        FULL, health=dataclasses.replace(FULL.health or CaptureHealth(), floods=(FLOOD, scan))
+    )
+    assert "│ flood on TCP :80 (eth\\x1b[0) — 1.2M packets from ~950k sources (+1) │" in (
+        status_text(flooded, 250).plain
+    )
+    assert "flood TCP :80 1.2M pkts (+1)" in status_text(flooded, 100).plain
+    assert status_text(flooded, 80).cell_len <= 80
+    assert "flood" not in status_text(FULL, 250).plain
+
+
+def test_counts_are_compact() -> None:
+    assert [compact(n) for n in (950, 1_000, 12_345, 950_000, 1_234_567, 35_000_000)] == [
+        "950", "1.0k", "12k", "950k", "1.2M", "35M"
+    ]  # fmt: skip

@@ -19,7 +19,7 @@ Like the rest of the engine: no I/O, no clock, bounded memory.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from netoproc.decode.dns import (
@@ -39,6 +39,8 @@ DELEGATION_WINDOW = 2.0
 LOG_SIZE = 1000
 MAX_PENDING = 8192
 MAX_NAMES = 65536
+MAX_STREAMS = 4096  # TCP DNS streams being reassembled (one message of <= 64 KiB each)
+MAX_RESOLVERS = 1024  # (interface, server) pairs with statistics
 NOERROR, NXDOMAIN = 0, 3
 TYPE_A, TYPE_AAAA, TYPE_CNAME = 1, 28, 5
 
@@ -91,8 +93,11 @@ class DnsTracker:
         self._served: OrderedDict[tuple[str, int], tuple[float, FlowKey]] = OrderedDict()
         self._stats: dict[tuple[str, int], _ResolverStats] = {}
         self._names: OrderedDict[int, str] = OrderedDict()
-        self._streams: dict[tuple[FlowKey, bool], tuple[int, bytes]] = {}  # next seq, buffered
+        # next seq, buffered; oldest first
+        self._streams: OrderedDict[tuple[FlowKey, bool], tuple[int, bytes]] = OrderedDict()
         self.malformed = 0
+        # bounds reached: pending questions given up, streams dropped, servers not counted
+        self.pending_overflow = self.streams_overflow = self.resolvers_overflow = 0
 
     # packets -----------------------------------------------------------------
 
@@ -120,6 +125,10 @@ class DnsTracker:
         # the length prefix bounds what waits: at most one 64 KiB message per stream
         messages, rest = split_tcp_stream(buffered + payload)
         self._streams[stream] = ((seq + len(payload)) & 0xFFFFFFFF, rest)
+        self._streams.move_to_end(stream)
+        if len(self._streams) > MAX_STREAMS:
+            self._streams.popitem(last=False)
+            self.streams_overflow += 1
         return messages
 
     def _message(self, ts: float, key: FlowKey, outbound: bool, raw: bytes, transport: str) -> None:
@@ -161,6 +170,7 @@ class DnsTracker:
         self._pending[match] = transaction
         if len(self._pending) > MAX_PENDING:
             _, oldest = self._pending.popitem(last=False)
+            self.pending_overflow += 1
             self._finish(oldest, "timeout", "timeout", None)
         self._log.append(transaction)
 
@@ -178,7 +188,12 @@ class DnsTracker:
     ) -> None:
         transaction.response, transaction.rcode, transaction.latency_ms = response, rcode, latency
         key = transaction.key
-        stats = self._stats.setdefault((key.iface, key.raddr), _ResolverStats())
+        stats = self._stats.get((key.iface, key.raddr))
+        if stats is None:
+            if len(self._stats) >= MAX_RESOLVERS:
+                self.resolvers_overflow += 1
+                return
+            stats = self._stats[(key.iface, key.raddr)] = _ResolverStats()
         stats.queries += 1
         if rcode != "NOERROR":
             stats.failures += 1
@@ -209,6 +224,18 @@ class DnsTracker:
                 break
             del self._pending[match]
             self._finish(oldest, "timeout", "timeout", None)
+
+    def limits(self) -> Iterator[tuple[str, int]]:
+        """Bounds reached, and how often (see CaptureHealth.limits)."""
+        if self.pending_overflow:
+            yield (
+                f"DNS questions pending past {MAX_PENDING:,}: timed out early",
+                self.pending_overflow,
+            )
+        if self.streams_overflow:
+            yield f"DNS TCP streams past {MAX_STREAMS:,}: dropped", self.streams_overflow
+        if self.resolvers_overflow:
+            yield f"DNS servers past {MAX_RESOLVERS:,}: not counted", self.resolvers_overflow
 
     def forget_flow(self, key: FlowKey) -> None:
         self._streams.pop((key, True), None)

@@ -31,6 +31,7 @@ from netoproc.capture.records import CounterBatch, RttSamples
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
+from netoproc.engine.floods import MAX_FLOWS, Floods
 from netoproc.engine.flows import (
     ConversationSides,
     Flow,
@@ -133,11 +134,13 @@ class Engine:
         retire_after: float = 300.0,
         keep_exited: int = KEEP_EXITED,
         dns: bool = True,
+        max_flows: int = MAX_FLOWS,
     ) -> None:
         """`process_lookups` False: no socket table exists (a replayed file), so
         only processes the capture itself names are known. `dns` False: no DNS
         observatory (--no-dns). `keep_exited`: how many exited processes keep a
-        row of their own (see _fold_exited)."""
+        row of their own (see _fold_exited). `max_flows`: the flow table's bound
+        (see floods.py, which also folds floods and scans into aggregate rows)."""
         self.started = started
         self.interval = interval
         self.process_lookups = process_lookups
@@ -156,6 +159,7 @@ class Engine:
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
         self.tcp = TcpHealth(self.table.capacity)
+        self.floods = Floods(max_flows=max_flows)
         self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
         self._folded: dict[tuple[str, str], ProcessRow] = {}  # (name, user) -> exited ones
         self._retired_reasons: dict[str, int] = {}
@@ -194,9 +198,17 @@ class Engine:
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)
         self._reopen(groups, slots)
+        groups, slots = self.floods.fold(
+            groups, slots, batch, direction, self.sockets, len(self.flows)
+        )
         new = self._create_flows(groups, slots, batch.process_names, batch.interfaces.name)
+        if new:
+            new = self.floods.allow_lookups(new, float(batch.ts.max()))
         self._add(groups, slots, batch.process_names)
-        tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
+        # packets of folded flows (group -1) have no flow to keep TCP state for
+        tcp = np.flatnonzero(
+            (batch.proto == IPPROTO_TCP) & batch.transport & (groups.row_group >= 0)
+        )
         if len(tcp):
             self.tcp.analyse(
                 slots[groups.row_group[tcp]], direction[tcp], batch.ts[tcp], batch.seq[tcp],
@@ -262,11 +274,16 @@ class Engine:
         keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)
+        groups, slots, kept = self.floods.fold_counted(
+            groups, slots, self.sockets, len(self.flows), counts.interfaces.name
+        )
         new = self._create_flows(groups, slots, {}, counts.interfaces.name)
+        if new:
+            new = self.floods.allow_lookups(new, float(groups.last_ts.max()))
         self._add(groups, slots, {})
-        tcp = counts.proto == IPPROTO_TCP
-        self.tcp.add_counts(slots[tcp], counts.retransmits[tcp], counts.segments_sent[tcp],
-                            counts.peer_retransmits[tcp], counts.dup_acks[tcp])  # fmt: skip
+        tcp = groups.proto == IPPROTO_TCP
+        self.tcp.add_counts(slots[tcp], *(getattr(counts, name)[kept][tcp] for name in (
+            "retransmits", "segments_sent", "peer_retransmits", "dup_acks")))  # fmt: skip
         return new
 
     def add_rtt(self, samples: RttSamples) -> None:
@@ -452,6 +469,13 @@ class Engine:
             flow = flows[i]
             reason = str(flow.reason or UnknownReason.NO_SOCKET)
             reasons[reason] = reasons.get(reason, 0) + figures.total(i).bytes
+        shares, floods = self.floods.tick(elapsed)
+        for share in shares:  # floods and scans folded into aggregate rows
+            totals[share.owner] = totals.get(share.owner, Traffic()) + share.total
+            rx_rate, tx_rate = rates.get(share.owner, (0.0, 0.0))
+            rates[share.owner] = (rx_rate + share.rx_rate, tx_rate + share.tx_rate)
+            if share.reason is not None:
+                reasons[share.reason] = reasons.get(share.reason, 0) + share.total.bytes
         connections = self._connection_rows(flows, figures, now)
         a = self.table.arrays
         a["tick_rx"][:] = 0
@@ -524,6 +548,8 @@ class Engine:
                 counting=self._counting[0],
                 counting_why=self._counting[1],
                 counter_overflow=self._counting[2],
+                floods=floods,
+                limits=(*self.floods.limits(), *(self.dns.limits() if self.dns else ())),
             ),
         )
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import unicodedata
 
+from netoproc.model import proto_name
+from netoproc.snapshot import FloodRow
+
 _ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 
@@ -50,3 +53,16 @@ def decimal_rate(value: float) -> str:
         if round(value, 1) < 1000 or unit == "GB/s":
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+def flood_line(row: FloodRow) -> str:
+    """One folded flood or scan, as `--verbose` reports it:
+    "flood on TCP :80 (eth0): 1,200,000 packets, 48,000,000 bytes from ~950,123 sources; ..."."""
+    what = f"{proto_name(row.proto)} {row.port_text}".strip()
+    where = f"{what} ({row.iface})" if row.iface else what
+    sources = ("" if row.sources_exact else "~") + f"{row.sources:,}"
+    owner = f"{row.process.name} ({row.process.pid})" if row.process else row.reason
+    return printable(
+        f"flood on {where}: {row.total.packets:,} packets, {row.total.bytes:,} bytes "
+        f"from {sources} sources; {owner}"
+    )

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input
 
+from netoproc.model import proto_name
 from netoproc.output.text import printable
 from netoproc.snapshot import CaptureHealth
 from netoproc.tui.cells import BOLD, DIM, RED, YELLOW, count, elapsed
@@ -122,6 +123,9 @@ def status_text(status: Status, width: int) -> Text:
         elif owners == "sockets":
             why = printable(status.health.owners_why)
             items.append(Item(4, f"owners: /proc (no eBPF: {why})", "no eBPF", style=YELLOW))
+        flood = flood_text(status.health)
+        if flood:
+            items.append(Item(5, flood[0], flood[1], style=RED))
     if status.position:
         items.append(Item(2, status.position, style=DIM))
     if status.note:
@@ -152,6 +156,32 @@ def status_text(status: Status, width: int) -> Text:
     if text.cell_len > width:
         text.truncate(width, overflow="ellipsis")
     return text
+
+
+def flood_text(health: CaptureHealth) -> tuple[str, str] | None:
+    """What the status bar says of folded floods and scans (long and short form):
+    the largest, and how many more, e.g. "flood on :80 — 1.2M pkts from 950k sources"."""
+    if not health.floods:
+        return None
+    top = health.floods[0]
+    what = f"{proto_name(top.proto)} {top.port_text}".strip()
+    where = printable(f"{what} ({top.iface})" if top.iface else what)
+    sources = ("~" if not top.sources_exact else "") + compact(top.sources)
+    more = f" (+{len(health.floods) - 1})" if len(health.floods) > 1 else ""
+    packets = compact(top.total.packets)
+    return (
+        f"flood on {where} — {packets} packets from {sources} sources{more}",
+        f"flood {printable(what)} {packets} pkts{more}",
+    )
+
+
+def compact(value: int) -> str:
+    """A count in three figures at most: 950, 12k, 950k, 1.2M, 35M, 1.2G."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            scaled = value / size
+            return f"{scaled:.1f}{unit}" if scaled < 9.95 else f"{scaled:.0f}{unit}"
+    return str(value)
 
 
 class StatusBar(Widget):
