@@ -327,11 +327,18 @@ class LiveSession:
             self.platform.close()
 
 
-def replay(path: str, *, duration: float | None, settings: Settings) -> tuple[Snapshot, str | None]:
+def replay(
+    path: str,
+    *,
+    duration: float | None,
+    settings: Settings,
+    on_tick: Callable[[Snapshot], None] | None = None,
+) -> tuple[Snapshot, str | None]:
     """Read a capture file through the engine; returns the snapshot and any file problem.
 
     Time comes from the packets: the window starts at the first packet and,
-    with `duration`, ends that many seconds later.
+    with `duration`, ends that many seconds later. `on_tick` gets every
+    interval's snapshot but the last, which is returned (as `LiveSession.run`).
     """
     from netoproc.capture.pcapfile import open_capture_file  # only replays need it
 
@@ -364,7 +371,9 @@ def replay(path: str, *, duration: float | None, settings: Settings) -> tuple[Sn
             engine.ingest(batch)
             last = max(last, float(block.ts.max()))
             if last >= next_tick:
-                engine.tick(last)
+                snapshot = engine.tick(last)
+                if on_tick:
+                    on_tick(snapshot)
                 next_tick = last + settings.interval
         if not inside.any():
             break
