@@ -92,6 +92,9 @@ def test_dns_queries_are_reported_once_when_finished() -> None:
     assert d.step(replace(whole, time=whole.time + 1)).dns == ()
 
 
+MORE = Traffic(1000, 0, 1, 0)
+
+
 def test_filter_keeps_deltas_by_name_or_by_connection() -> None:
     d = Deltas()
     start = monitor_snapshot()
@@ -99,10 +102,9 @@ def test_filter_keeps_deltas_by_name_or_by_connection() -> None:
     grown = replace(
         start,
         time=start.time + 1,
-        processes=tuple(replace(p, total=p.total + Traffic(1000, 0, 1, 0)) for p in start.processes),
-        connections=tuple(replace(c, total=c.total + Traffic(1000, 0, 1, 0))
-                          for c in start.connections),
-    )  # fmt: skip
+        processes=tuple(replace(p, total=p.total + MORE) for p in start.processes),
+        connections=tuple(replace(c, total=c.total + MORE) for c in start.connections),
+    )
     interval = d.step(grown)
     by_name = interval.filtered("curl")
     assert [(r.name, t) for r, t in by_name.processes] == [("curl", Traffic(1000, 0, 1, 0))]
