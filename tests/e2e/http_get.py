@@ -59,7 +59,9 @@ def main() -> None:
     elif command == "query":
         query = urllib.parse.urlencode({"query": sys.argv[3]})
         status, body = get(f"{sys.argv[2]}/api/v1/query?{query}")
-        print(json.dumps({"status": status, "result": json.loads(body)["data"]["result"]}))
+        answer = json.loads(body)
+        result = answer["data"]["result"] if status == 200 else answer.get("error")
+        print(json.dumps({"status": status, "result": result}))
     elif command == "ready":
         deadline = time.monotonic() + float(sys.argv[3])
         while time.monotonic() < deadline:

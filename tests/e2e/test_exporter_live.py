@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.netns import TwoHosts, stop_tcpdump, two_hosts, wait_for_line
+from tests.test_contrib import dashboard_queries
 from tests.witness import WirePacket, port_traffic, tcpdump_packets
 
 pytestmark = pytest.mark.live
@@ -73,6 +74,7 @@ def start_prometheus(hosts: TwoHosts, tmp_path: Path) -> None:
 def query(hosts: TwoHosts, expr: str) -> float | None:
     answer = http(hosts, "query", f"http://{PROMETHEUS}", expr)
     result = answer["result"]
+    assert answer["status"] == 200, (expr, result)
     assert isinstance(result, list)
     return float(result[0]["value"][1]) if result else None
 
@@ -149,6 +151,20 @@ def test_prometheus_scrapes_exact_process_bytes(hosts: TwoHosts, tmp_path: Path)
     assert query(hosts, 'count({__name__=~"netoproc_.*", pid!=""})') is None
     assert query(hosts, 'count({__name__=~"netoproc_.*", port!=""})') is None
     assert query(hosts, "netoproc_tcp_rtt_seconds_count") is not None
+
+    # every query of the Grafana dashboard parses and finds data in Prometheus
+    for expr in dashboard_queries():
+        expr = expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+        if "label_values" in expr:
+            continue  # a Grafana function, not PromQL
+        if "dns" in expr:  # no DNS in this test: the query need only be valid PromQL
+            query(hosts, expr)
+            continue
+        deadline, found = time.monotonic() + 20, None
+        while found is None and time.monotonic() < deadline:
+            found = query(hosts, f"count({expr})")  # rates need two scrapes of a series
+            time.sleep(0 if found is not None else 1)
+        assert found is not None, expr
 
     netoproc.send_signal(signal.SIGTERM)
     out, err = netoproc.communicate(timeout=30)
