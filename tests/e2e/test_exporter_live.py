@@ -170,3 +170,36 @@ def test_prometheus_scrapes_exact_process_bytes(hosts: TwoHosts, tmp_path: Path)
     out, err = netoproc.communicate(timeout=30)
     assert netoproc.returncode == 0, err
     assert out == ""  # the exporter alone prints nothing
+
+
+def test_exporter_with_a_stream_a_filter_an_interface_and_a_duration(hosts: TwoHosts) -> None:
+    server = hosts.peer(hosts.b, "udp-server", str(UDP_PORT))
+    wait_for_line(server.stdout, "ready")
+    netoproc = hosts.netoproc(hosts.a, "--listen", EXPORTER, "--duration", "5", "--format",
+                              "jsonl", "--filter", "np-kept", "--interface", hosts.veth_a,
+                              "--verbose")  # fmt: skip
+    wait_for_line(netoproc.stderr, "serving metrics")
+    for name in ("np-kept", "np-other"):
+        client = hosts.peer(hosts.a, "udp-client", name, hosts.b4, str(UDP_PORT), "10", "200")
+        client.communicate(timeout=30)
+    time.sleep(1.5)  # a tick
+    scraped = http(hosts, "get", f"http://{EXPORTER}/metrics")
+    out, err = netoproc.communicate(timeout=30)
+    assert netoproc.returncode == 0, err
+    body = str(scraped["body"])
+    assert 'process="np-kept"' in body and 'process="np-other"' not in body
+    interfaces = {
+        line.split('interface="')[1].split('"')[0]
+        for line in body.splitlines()
+        if line.startswith("netoproc_interface_bytes")
+    }
+    assert interfaces == {hosts.veth_a}  # fmt: skip
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines and {line["process"] for line in lines} == {"np-kept"}
+    assert sum(line["tx_packets_delta"] for line in lines) == 10
+
+    # with --duration and a table format, the snapshot is printed at the end
+    table = hosts.netoproc(hosts.a, "--listen", EXPORTER, "--duration", "1", "--format", "json")
+    out, err = table.communicate(timeout=30)
+    assert table.returncode == 0, err
+    assert isinstance(json.loads(out), list)
