@@ -212,3 +212,16 @@ def test_monitor_replaying_an_unreadable_file_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "No such file" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_plain_snapshot_never_loads_the_exporters_library() -> None:
+    code = (
+        "import sys\n"
+        "from netoproc.cli import main\n"
+        f"main(['--read', {str(CAPTURES / 'dns_tcp.pcap')!r}, '--view', 'dns'])\n"
+        "print('prometheus_client' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.stderr.strip() == "False"
+    assert result.stdout.startswith("time\tprocess\tpid\tname")

@@ -1,7 +1,7 @@
 """Command line: options, validation, exit codes; builds a session and runs it.
 
-Exit codes: 0 ok, 1 not root, 2 capture device or file unavailable,
-3 invalid arguments, 4 unexpected error (one line; a traceback only with
+Exit codes: 0 ok, 1 not root, 2 capture device, file or --listen address
+unavailable, 3 invalid arguments, 4 unexpected error (one line; a traceback only with
 NETOP_LOG=debug or RUST_LOG=debug).
 """
 
@@ -20,6 +20,8 @@ from netoproc import __version__
 
 if TYPE_CHECKING:
     from netoproc.exporter import Exporter
+    from netoproc.output.metrics import Metrics
+    from netoproc.output.stream import StreamWriter
     from netoproc.session import LiveSession, Settings
     from netoproc.snapshot import Snapshot
 
@@ -46,8 +48,8 @@ Bytes are IP-layer bytes: IP header plus payload, from the IP length fields
 headers. RX and TX are from the local process's point of view."""
 
 EPILOG = """\
-exit codes: 0 ok, 1 not root, 2 capture device or file unavailable,
-3 invalid arguments, 4 unexpected error"""
+exit codes: 0 ok, 1 not root, 2 capture device, file or --listen address
+unavailable, 3 invalid arguments, 4 unexpected error"""
 
 
 class UsageError(Exception):
@@ -336,14 +338,17 @@ class _Outputs:
     """What each tick feeds: the JSON-lines stream and the exporter's metrics."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from netoproc.output.metrics import Metrics
-        from netoproc.output.stream import StreamWriter
+        # each imported only when used: a plain snapshot pays for neither
+        self.stream: StreamWriter | None = None
+        self.metrics: Metrics | None = None
+        if args.format == "jsonl":
+            from netoproc.output.stream import StreamWriter
 
-        view = args.view or "process"
-        self.stream = (
-            StreamWriter(view, sys.stdout, args.filter) if args.format == "jsonl" else None
-        )
-        self.metrics = Metrics(args.filter) if args.listen is not None else None
+            self.stream = StreamWriter(args.view or "process", sys.stdout, args.filter)
+        if args.listen is not None:
+            from netoproc.output.metrics import Metrics
+
+            self.metrics = Metrics(args.filter)
         self.closed = False  # stdout's reader went away (`| head`)
         self.on_closed: Callable[[], None] = lambda: None
 
