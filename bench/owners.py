@@ -106,7 +106,7 @@ def run_cases(mode: str, clients: int, workdir: Path) -> dict[str, tuple[int, in
     packets = tcpdump_packets(pcap)
 
     def share(pid: object, port: int, peers: set[int] | None = None) -> tuple[int, int]:
-        truth = port_traffic(packets, port, peers)
+        truth = port_traffic(packets, hosts.a4, port, peers)
         row = rows.get(pid, {})
         got = {k: int(row.get(k, 0)) for k in truth}
         whole = sum(truth[k] for k in ("rx_bytes", "tx_bytes"))

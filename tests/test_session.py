@@ -152,6 +152,12 @@ class ScriptedCapture:
     def kernel_drops(self) -> int:
         return 0
 
+    def counts(self, wall_offset: float) -> None:
+        return None
+
+    def counting(self) -> tuple[str, str, int]:
+        return "packets", "scripted", 0
+
     def close(self) -> None:
         pass
 

@@ -96,16 +96,16 @@ def tcpdump_dns(path: Path) -> list[DnsPacket]:
 
 
 def port_traffic(
-    packets: list[WirePacket], port: int, peers: set[int] | None = None
+    packets: list[WirePacket], local: str, port: int, peers: set[int] | None = None
 ) -> dict[str, int]:
-    """What `packets` carried to and from local `port` (from `peers`' ports only,
-    if given), as a process holding that port counts it: TX what left it."""
+    """What `packets` carried to and from `local`:`port` (from `peers`' ports only,
+    if given), as a process holding that socket counts it: TX what left it."""
     out = {"rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0}
     for p in packets:
-        if p.sport == port and (peers is None or p.dport in peers):
+        if (p.src, p.sport) == (local, port) and (peers is None or p.dport in peers):
             out["tx_bytes"] += p.length
             out["tx_packets"] += 1
-        elif p.dport == port and (peers is None or p.sport in peers):
+        elif (p.dst, p.dport) == (local, port) and (peers is None or p.sport in peers):
             out["rx_bytes"] += p.length
             out["rx_packets"] += 1
     return out

@@ -320,6 +320,7 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         dns=not args.no_dns,
         interval=args.interval,
         kernel_owners=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
+        kernel_counts=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
     )
     headless = args.format == "jsonl" or args.listen is not None
     monitor = args.monitor or (args.duration is None and args.read is None and not headless)
@@ -420,7 +421,8 @@ def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
             f"queue drops {h.queue_drops}; malformed {h.malformed}, not IP {h.not_ip}, "
             f"without ports {h.portless}; unattributed {h.unattributed_bytes} bytes; "
             f"failed OS queries {h.platform_errors}"
-            + (f"; owner events lost {h.owner_events_lost}" if h.owners == "eBPF" else ""),
+            + (f"; owner events lost {h.owner_events_lost}" if h.owners == "eBPF" else "")
+            + (f"; counter map overflow {h.counter_overflow}" if h.counting == "kernel" else ""),
         )
     table = args.format != "jsonl" and (args.duration is not None or args.read is not None)
     if table:
@@ -457,11 +459,13 @@ def _live(
             _say(sys.stderr, f"{prog}: capturing on {where} {until}")
             if exporter is not None:
                 _say(sys.stderr, f"{prog}: serving metrics on http://{exporter.address}/metrics")
-            if session.platform is not None:
-                from netoproc.snapshot import owner_source_text
+            from netoproc.snapshot import counting_text, owner_source_text
 
+            if session.platform is not None:
                 source, why, _ = session.platform.owner_source()
                 _say(sys.stderr, f"{prog}: {owner_source_text(source, why)}")
+            counting, why, _ = session.capture.counting()
+            _say(sys.stderr, f"{prog}: {counting_text(counting, why)}")
 
     try:
         snapshot = session.run(args.duration, on_tick=outputs.tick, on_ready=ready)

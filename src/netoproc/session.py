@@ -32,6 +32,7 @@ from netoproc.clock import Clock
 from netoproc.decode.columnar import decode_block
 from netoproc.decode.scalar import Malformed, decode_record
 from netoproc.engine import Engine
+from netoproc.model import FlowKey
 from netoproc.platform import Platform, PlatformError, open_platform
 from netoproc.snapshot import Snapshot
 
@@ -61,6 +62,7 @@ class Settings:
     dns: bool = True
     interval: float = 1.0
     kernel_owners: bool = True  # Linux: ask the kernel to report socket owners (eBPF)
+    kernel_counts: bool = True  # Linux: let the kernel count most packets per flow (eBPF)
 
 
 class BlockQueue:
@@ -106,7 +108,9 @@ class LiveSession:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.capture = capture or open_live(settings.interface, settings.buffer_bytes, settings.dns)
+        self.capture = capture or open_live(
+            settings.interface, settings.buffer_bytes, settings.dns, settings.kernel_counts
+        )
         try:
             self.platform: Platform | None = platform or open_platform(settings.kernel_owners)
         except PlatformError as exc:
@@ -208,7 +212,21 @@ class LiveSession:
     def _ingest(self, block: RecordBlock) -> None:
         batch = decode_block(block, dns_payloads=self.settings.dns)
         self._sight()  # first: a new flow's owner is usually among them
-        new = self.engine.ingest(batch)
+        self._look_up(self.engine.ingest(batch))
+
+    def _take_counts(self) -> None:
+        """What the kernel counted since the last tick (Linux eBPF), to the engine."""
+        offset = self.clock.now() - self.clock.monotonic()  # the kernel counts in monotonic ns
+        taken = self._ask("kernel counters", self.capture.counts, offset)
+        if taken is not None:
+            counts, rtt = taken
+            self._sight()
+            self._look_up(self.engine.ingest_counts(counts))
+            self.engine.add_rtt(rtt)
+        self.engine.note_counting(*self.capture.counting())
+
+    def _look_up(self, new: list[FlowKey]) -> None:
+        """Owners for new flows the kernel did not name, from the platform at once."""
         platform = self.platform
         if new and platform is not None:
             found = self._ask("socket lookup", platform.lookup, new)
@@ -231,6 +249,7 @@ class LiveSession:
 
     def _tick(self) -> Snapshot:
         self.engine.note_capture_drops(self.capture.kernel_drops(), self.queue.dropped_packets)
+        self._take_counts()
         if self.platform is not None:
             self._sight()
             self.engine.note_owner_source(*self.platform.owner_source())

@@ -213,6 +213,12 @@ class CaptureHealth:
     owners: str = ""
     owners_why: str = ""
     owner_events_lost: int = 0  # kernel owner events its ring buffer had no room for
+    # how packets are counted: "kernel" (an eBPF filter sums most of them per flow where
+    # they arrive, Linux), "packets" (each one in netoproc; `counting_why` says why not
+    # in the kernel) or "" (a replayed file)
+    counting: str = ""
+    counting_why: str = ""
+    counter_overflow: int = 0  # packets the kernel's full counter map left to the packet path
 
     @property
     def unattributed_share(self) -> float:
@@ -221,6 +227,19 @@ class CaptureHealth:
     @property
     def owners_text(self) -> str:
         return owner_source_text(self.owners, self.owners_why)
+
+
+def counting_text(source: str, why: str) -> str:
+    """How packets are counted, in a sentence (--verbose)."""
+    if source == "kernel":
+        return "packets counted in the kernel (eBPF), DNS and TCP control segments read whole"
+    if source == "packets":
+        return (
+            f"every packet read by netoproc (kernel counting {why})"
+            if why
+            else ("every packet read by netoproc")
+        )
+    return "packets read from the file"
 
 
 def owner_source_text(source: str, why: str) -> str:

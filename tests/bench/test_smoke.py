@@ -34,6 +34,9 @@ LIVE_SMOKE = [
                  ["lives    0 ms", "lives   10 ms", "attributed"], id="short_lived"),
     pytest.param(["bench/owners.py", "--clients", "5", "--rate", "1000", "--seconds", "0.5"],
                  ["DNS clients", "pre-forked", "tracer load time", "programs ran"], id="owners"),
+    pytest.param(["bench/counting.py", "--quick"],
+                 ["engine with", "counting in the kernel", "nethogs -C", "two unlimited senders"],
+                 id="counting"),
     pytest.param(["bench/soak.py", "--seconds", "8", "--every", "4"],
                  ["RSS after warm-up", "threads"], id="soak"),
 ]  # fmt: skip

@@ -25,7 +25,8 @@ library so they run anywhere the tests do.
     python peers.py prefork-server PORT WORKERS         np-parent listens, np-worker children serve
     python peers.py udp-burst NAME HOST PORT COUNT SIZE  COUNT datagrams in one sendmmsg, exit
     python peers.py dns-burst NAME HOST PORT COUNT      COUNT clients, one after another: each asks
-                                                        one question, exits when it is answered
+                                                        one question from a port of its own
+                                                        (30000 + i), exits when it is answered
     python peers.py inherited NAME HOST PORT BYTES      the parent connects, a child named NAME
                                                         exchanges BYTES on the inherited socket
 """
@@ -434,15 +435,17 @@ def udp_burst(name: str, host: str, port: int, count: int, size: int) -> None:
     os._exit(0)
 
 
+DNS_BURST_PORTS = 30000
 # one DNS question, `short.test A`
 QUESTION = bytes.fromhex("1234010000010000000000000573686f727404746573740000010001")
 
 
 def dns_burst(name: str, host: str, port: int, count: int) -> None:
     """Fork `count` clients one after another; each sends one question from a
-    socket of its own and exits the moment the answer is read. Prints one JSON
-    line per client: its pid and port."""
-    for _ in range(count):
+    port of its own (ephemeral ones come round again within a few hundred) and
+    exits the moment the answer is read. Prints one JSON line per client: its
+    pid and port."""
+    for i in range(count):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -450,6 +453,7 @@ def dns_burst(name: str, host: str, port: int, count: int) -> None:
                 set_name(name)
                 s = socket.socket(family(host), socket.SOCK_DGRAM)
                 s.settimeout(2)
+                s.bind(("::" if ":" in host else "0.0.0.0", DNS_BURST_PORTS + i))
                 s.connect((host, port))
                 os.write(w, s.getsockname()[1].to_bytes(2, "big"))
                 s.send(QUESTION)

@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e.netns import TwoHosts, stop_tcpdump, two_hosts, wait_for_line
 from tests.test_contrib import dashboard_queries
-from tests.witness import WirePacket, port_traffic, tcpdump_packets
+from tests.witness import port_traffic, tcpdump_packets
 
 pytestmark = pytest.mark.live
 
@@ -91,10 +91,6 @@ def eventually(hosts: TwoHosts, expr: str, expected: float, seconds: float = 30.
     return value
 
 
-def traffic_of(packets: list[WirePacket], lport: int) -> dict[str, int]:
-    return port_traffic(packets, lport)
-
-
 def test_prometheus_scrapes_exact_process_bytes(hosts: TwoHosts, tmp_path: Path) -> None:
     for server in (hosts.peer(hosts.b, "tcp-server", str(TCP_PORT)),
                    hosts.peer(hosts.b, "udp-sink", "np-sink", str(UDP_PORT))):  # fmt: skip
@@ -125,7 +121,7 @@ def test_prometheus_scrapes_exact_process_bytes(hosts: TwoHosts, tmp_path: Path)
     up = eventually(hosts, 'up{job="netoproc"}', 1.0)
     assert up == 1.0, (tmp_path / "prometheus.log").read_text()[-3000:]
 
-    exported = traffic_of(packets, int(client["np-exported"]["lport"]))
+    exported = port_traffic(packets, hosts.a4, int(client["np-exported"]["lport"]))
     assert exported["tx_bytes"] > 400_000
     streamed = {"tx_bytes": 0, "tx_packets": 0}
     for p in packets:

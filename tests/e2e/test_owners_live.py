@@ -46,12 +46,12 @@ def run_netoproc(hosts: TwoHosts, ns: str, seconds: int) -> subprocess.Popen[str
     return proc
 
 
-def finish(proc: subprocess.Popen[str]) -> dict[int, Row]:
-    """netoproc's JSON rows by pid."""
+def finish(proc: subprocess.Popen[str]) -> dict[int | None, Row]:
+    """netoproc's JSON rows by pid (None: unknown)."""
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "owner events lost 0" in err, err
-    return {row["pid"]: row for row in json.loads(out) if row["pid"] is not None}
+    return {row["pid"]: row for row in json.loads(out)}
 
 
 def lines(proc: subprocess.Popen[str], timeout: float = 60) -> list[Row]:
@@ -99,21 +99,21 @@ def test_every_byte_on_its_pid(hosts: TwoHosts, tmp_path: Path) -> None:
             served.setdefault(record["pid"], set()).add(record["client"])
     packets = tcpdump_packets(pcap)
 
-    for name, port in (("quick", 5101), ("oneshot", 5102)):
+    for name, local, port in (("quick", hosts.a4, 5101), ("oneshot", hosts.a6, 5102)):
         pid = ready[name]["pid"]
-        expected = traffic(packets, port)
+        expected = traffic(packets, local, port)
         assert expected["rx_packets"] > 0
-        assert counted(rows.get(pid)) == expected, (name, rows.get(pid), expected)
+        assert counted(rows.get(pid)) == expected, (name, expected, rows)
     assert sum(len(ports) for ports in served.values()) == 12
     for pid, ports in served.items():
         assert pid in ready["prefork"]["workers"]
-        assert counted(rows.get(pid)) == traffic(packets, 5103, ports), pid
+        assert counted(rows.get(pid)) == traffic(packets, hosts.a4, 5103, ports), pid
     assert counted(rows.get(ready["prefork"]["pid"])) == counted(None)  # the listener's parent
     assert burst["sent"] == 32
-    expected = traffic(packets, burst["lport"])
+    expected = traffic(packets, hosts.a4, burst["lport"])
     assert expected["tx_packets"] == 32
     assert counted(rows.get(burst["pid"])) == expected
-    assert counted(rows.get(child["pid"])) == traffic(packets, child["lport"])
+    assert counted(rows.get(child["pid"])) == traffic(packets, hosts.a4, child["lport"])
     assert counted(rows.get(child["parent"])) == counted(None)
 
 
@@ -132,7 +132,7 @@ def test_dns_clients_that_exit_on_their_answer(hosts: TwoHosts, tmp_path: Path) 
 
     assert len(clients) == 200
     for client in clients:
-        expected = traffic(packets, client["lport"])
+        expected = traffic(packets, hosts.a4, client["lport"])
         assert (expected["tx_packets"], expected["rx_packets"]) == (1, 1)
         assert counted(rows.get(client["pid"])) == expected, client
 
@@ -241,9 +241,11 @@ def test_processes_behind_a_router(tmp_path: Path) -> None:
     toward_y = tcpdump_packets(pcaps["npry0"])
     client, udp_client = tcp[0], udp[0]
     # each process's figures are from its own side, as if netoproc ran beside it
-    for pid, packets, port in ((client["pid"], toward_x, client["lport"]),
-                               (udp_client["pid"], toward_x, udp_client["lport"]),
-                               (server_pid, toward_y, 5001)):  # fmt: skip
-        expected = traffic(packets, port)
+    for pid, packets, local, port in (
+        (client["pid"], toward_x, "198.18.10.2", client["lport"]),
+        (udp_client["pid"], toward_x, "198.18.10.2", udp_client["lport"]),
+        (server_pid, toward_y, "198.18.11.2", 5001),
+    ):
+        expected = traffic(packets, local, port)
         assert expected["rx_packets"] > 0 and expected["tx_packets"] > 0
         assert counted(rows.get(pid)) == expected, (pid, rows)

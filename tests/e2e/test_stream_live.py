@@ -67,7 +67,7 @@ def test_stream_deltas_match_tcpdump_and_survive_sigterm(hosts: TwoHosts, tmp_pa
     for info, name in ((first, "np-first"), (second, "np-last")):
         mine = [line for line in lines if line["process"] == name]
         assert mine and {line["pid"] for line in mine} == {info["pid"]}
-        expected = port_traffic(packets, info["lport"])
+        expected = port_traffic(packets, hosts.a4, info["lport"])
         assert expected["tx_bytes"] > 150_000
         sums = {c: sum(line[f"{c}_delta"] for line in mine) for c in COUNTERS}
         assert sums == expected, name

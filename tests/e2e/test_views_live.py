@@ -111,7 +111,7 @@ def test_every_view_against_its_witness(hosts: TwoHosts, tmp_path: Path) -> None
         "remote": f"{hosts.b4}:{TCP_PORT}", "remote_name": "svc.test", "proto": "TCP",
         "direction": "Out", "interface": hosts.veth_a,
     }  # fmt: skip
-    assert {c: conn[c] for c in COUNTERS} == port_traffic(packets, lport)
+    assert {c: conn[c] for c in COUNTERS} == port_traffic(packets, hosts.a4, lport)
     assert conn["state"] in ("FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED", "CLOSING")
     assert conn["rtt_ms"] is not None and 0 < conn["rtt_ms"] < 100
     assert conn["rtt_source"] in ("kernel", "packets")
@@ -122,7 +122,7 @@ def test_every_view_against_its_witness(hosts: TwoHosts, tmp_path: Path) -> None
     udp_port = int(info["np-udp"]["lport"])
     assert (udp_row["proto"], udp_row["remote"], udp_row["rtt_ms"]) == (
         "UDP", f"{hosts.b4}:{UDP_PORT}", None)  # fmt: skip
-    assert {c: udp_row[c] for c in COUNTERS} == port_traffic(packets, udp_port)
+    assert {c: udp_row[c] for c in COUNTERS} == port_traffic(packets, hosts.a4, udp_port)
 
     # DNS (tsv) -----------------------------------------------------------------
     header, *lines = results["dns"].splitlines()

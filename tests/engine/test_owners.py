@@ -164,3 +164,16 @@ def test_an_owner_at_the_far_end_sees_its_own_side() -> None:
         parse_addr(B), 40000, parse_addr(C), 443,
     )  # fmt: skip
     assert (conn.direction, conn.total) == ("Out", row.total)  # it sent the SYN
+
+
+def test_a_local_socket_reported_late_beats_its_peer_in_another_namespace() -> None:
+    """A container's client sends first; the local server reads later: the flow is
+    the server's, not (reversed) the client's."""
+    engine = Engine(started=T0)
+    engine.sight([seen(IPPROTO_TCP, B, 40000, A, 80, CURL, foreign=True)])
+    engine.ingest(batch(Pkt(ip(B, A, tcp(40000, 80, ACK, 100)), T0, RX)))
+    engine.tick(T0 + 1)
+    engine.sight([seen(IPPROTO_TCP, A, 80, B, 40000, WORKER)])
+    rows = _rows(engine, T0 + 2)
+    assert 10 not in rows
+    assert rows[30] == Traffic(140, 0, 1, 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Protocol
 
-from netoproc.capture.records import InterfaceTable, RecordBlock
+from netoproc.capture.records import CounterBatch, InterfaceTable, RecordBlock, RttSamples
 
 
 class CaptureUnavailable(Exception):
@@ -32,6 +32,16 @@ class LiveCapture(Protocol):
         ...
 
     def kernel_drops(self) -> int: ...
+
+    def counts(self, wall_offset: float) -> tuple[CounterBatch, RttSamples] | None:
+        """What the kernel counted per flow since the last call, if it counts (Linux
+        eBPF); `wall_offset` turns monotonic seconds into wall-clock ones."""
+        ...
+
+    def counting(self) -> tuple[str, str, int]:
+        """How packets are counted (CaptureHealth.counting), why not in the kernel,
+        and how many packets the kernel's full counter map left to the packet path."""
+        ...
 
     def close(self) -> None: ...
 
@@ -60,7 +70,11 @@ def open_first_packets(interface: str | None) -> FirstPackets | None:
     return linux.LinuxFirstPackets(interface)
 
 
-def open_live(interface: str | None, buffer_bytes: int, keep_dns: bool) -> LiveCapture:
+def open_live(
+    interface: str | None, buffer_bytes: int, keep_dns: bool, kernel_counts: bool = True
+) -> LiveCapture:
+    """This OS's capture. `kernel_counts` False: read every packet, even where the
+    kernel could count them (Linux eBPF)."""
     if sys.platform.startswith("darwin"):
         from netoproc.capture import darwin
 
@@ -68,5 +82,5 @@ def open_live(interface: str | None, buffer_bytes: int, keep_dns: bool) -> LiveC
     if sys.platform.startswith("linux"):
         from netoproc.capture import linux
 
-        return linux.LinuxCapture(interface, buffer_bytes, keep_dns)
+        return linux.LinuxCapture(interface, buffer_bytes, keep_dns, kernel_counts)
     raise CaptureUnavailable(f"live capture is not available on {sys.platform} yet")

@@ -47,6 +47,7 @@ from netoproc.capture.records import (
     GUARD_BYTES,
     LINKTYPE_ETHERNET,
     LINKTYPE_USER2_PKTAP,
+    EveryPacket,
     InterfaceTable,
     RecordBlock,
 )
@@ -487,7 +488,7 @@ def plain_block(
 # -- captures -----------------------------------------------------------------
 
 
-class PktapCapture:
+class PktapCapture(EveryPacket):
     """Every interface (or one) through a PKTAP clone: pid and process per packet."""
 
     def __init__(
@@ -559,7 +560,7 @@ class PktapCapture:
                 self.clone = None
 
 
-class PlainBpfCapture:
+class PlainBpfCapture(EveryPacket):
     """One BPF device per interface, without process information (the fallback)."""
 
     def __init__(

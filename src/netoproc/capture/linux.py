@@ -9,6 +9,9 @@ filter makes the kernel copy only headers, and whole DNS packets.
 The kernel fills whole blocks of records and hands a block over when it is
 full or after `RETIRE_MS`; each block is copied out and returned to the
 kernel at once, so a slow consumer never holds the ring.
+
+Where eBPF allows, the filter is instead capture/counts.py's: it counts most
+packets per flow in the kernel and passes up only what must be read whole.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ import time
 import numpy as np
 
 from netoproc.capture import CaptureUnavailable, bpf
+from netoproc.capture.counts import KernelCounts
 from netoproc.capture.records import (
     GUARD_BYTES,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
+    CounterBatch,
     InterfaceTable,
     RecordBlock,
+    RttSamples,
 )
+from netoproc.ebpf import BpfUnavailable
 from netoproc.model import Direction
 
 SOL_PACKET = 263
@@ -54,6 +61,9 @@ MAX_BLOCK = 1 << 20
 # size is what matters, and bigger blocks only save a little per-block work.
 BLOCKS = 32
 FRAME_SIZE = 2048
+# with counting in the kernel, interfaces are named every this many reads (at most
+# every READ_WAIT x this when idle; a read a block at high rates)
+INTERFACE_READS = 4
 
 TPACKET_REQ3 = struct.Struct("=7I")
 BLOCK_HEADER = struct.Struct("=IIIIII")  # version, offset_to_priv, status, num_pkts, first, len
@@ -91,10 +101,14 @@ def ring_geometry(buffer_bytes: int) -> tuple[int, int]:
 
 
 class LinuxCapture:
-    """All interfaces, or one; call `read` from one thread."""
+    """All interfaces, or one; call `read` from one thread, `counts` from one thread."""
 
     def __init__(
-        self, interface: str | None = None, buffer_bytes: int = 2 << 20, keep_dns: bool = True
+        self,
+        interface: str | None = None,
+        buffer_bytes: int = 2 << 20,
+        keep_dns: bool = True,
+        kernel_counts: bool = True,
     ) -> None:
         self.interfaces = InterfaceTable()
         device = interface or "all interfaces"
@@ -119,8 +133,20 @@ class LinuxCapture:
                 f"cannot capture on {device}: packet socket: {exc.strerror}"
             ) from None
         self._sock = sock
+        self._counter: KernelCounts | None = None
+        self._counting_why = "turned off (NETOP_EBPF=off)"
+        if kernel_counts:
+            try:
+                self._counter = KernelCounts(self.interfaces)
+                self._counter.attach(sock)
+            except BpfUnavailable as exc:
+                self._counting_why = str(exc)
+                if self._counter is not None:
+                    self._counter.close()
+                    self._counter = None
         try:
-            self._attach_filter(bpf.headers_and_dns(keep_dns))
+            if self._counter is None:
+                self._attach_filter(bpf.headers_and_dns(keep_dns))
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             self.block_size, self.block_count = ring_geometry(buffer_bytes)
             frames = self.block_size // FRAME_SIZE * self.block_count
@@ -138,12 +164,16 @@ class LinuxCapture:
                 sock.bind((interface, ETH_P_ALL))
         except OSError as exc:
             sock.close()
+            if self._counter is not None:
+                self._counter.close()
             raise CaptureUnavailable(
                 f"cannot capture on {device}: setting up the ring failed: {exc.strerror}"
             ) from None
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self._waker = Waker(self._poll)
+        self._reads = 0
+        self._learn_interfaces()
         self._next_block = 0
         self.received = 0
         self.dropped = 0
@@ -157,8 +187,18 @@ class LinuxCapture:
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def _learn_interfaces(self) -> None:
+        """Name every interface now: packets the kernel counts name only an index,
+        read a tick later, when a short-lived interface may be gone."""
+        for index, name in socket.if_nameindex():
+            if not self.interfaces.known(index):
+                self.interfaces.set(index, name)
+
     def read(self, timeout: float) -> list[RecordBlock]:
         """Blocks the kernel has finished; waits up to `timeout` seconds for the first."""
+        self._reads += 1
+        if self._counter is not None and self._reads % INTERFACE_READS == 0:
+            self._learn_interfaces()
         blocks = self._take_ready()
         if not blocks:
             self._poll.poll(int(timeout * 1000))
@@ -237,6 +277,14 @@ class LinuxCapture:
             interfaces=self.interfaces,
         )
 
+    def counts(self, wall_offset: float) -> tuple[CounterBatch, RttSamples] | None:
+        return self._counter.take(wall_offset) if self._counter is not None else None
+
+    def counting(self) -> tuple[str, str, int]:
+        if self._counter is None:
+            return "packets", self._counting_why, 0
+        return "kernel", "", self._counter.overflow()[0]
+
     def kernel_drops(self) -> int:
         """Packets the kernel dropped because the ring was full, since opening."""
         stats = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
@@ -250,6 +298,8 @@ class LinuxCapture:
         finally:
             self._sock.close()
             self._waker.close()
+            if self._counter is not None:
+                self._counter.close()
 
 
 class Waker:

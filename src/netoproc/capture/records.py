@@ -185,3 +185,66 @@ def merge_blocks(blocks: list[RecordBlock]) -> RecordBlock:
         interfaces=blocks[0].interfaces,
         process_names=names,
     )
+
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterBatch:
+    """Flows the kernel counted since the last batch (Linux: capture/counts.py),
+    already oriented (local, remote) and summed: one row per flow. Times are
+    wall-clock seconds."""
+
+    iface: I64
+    proto: I64
+    l_hi: U64
+    l_lo: U64
+    lport: I64
+    r_hi: U64
+    r_lo: U64
+    rport: I64
+    rx_bytes: I64
+    tx_bytes: I64
+    rx_packets: I64
+    tx_packets: I64
+    first_ts: npt.NDArray[np.float64]
+    last_ts: npt.NDArray[np.float64]
+    retransmits: I64
+    segments_sent: I64
+    peer_retransmits: I64
+    dup_acks: I64
+    interfaces: InterfaceTable
+
+    def __len__(self) -> int:
+        return len(self.iface)
+
+
+@dataclass(frozen=True, slots=True)
+class RttSamples:
+    """RTT samples the kernel took (data segment to its ACK, Karn's rule), by flow."""
+
+    iface: I64
+    proto: I64
+    l_hi: U64
+    l_lo: U64
+    lport: I64
+    r_hi: U64
+    r_lo: U64
+    rport: I64
+    rtt: npt.NDArray[np.float64]  # seconds
+    at: npt.NDArray[np.float64]  # wall-clock seconds
+
+    def __len__(self) -> int:
+        return len(self.iface)
+
+
+class EveryPacket:
+    """For a capture that reads every packet: the kernel counts nothing for it."""
+
+    def counts(self, wall_offset: float) -> tuple[CounterBatch, RttSamples] | None:
+        return None
+
+    def counting(self) -> tuple[str, str, int]:
+        return "packets", "", 0

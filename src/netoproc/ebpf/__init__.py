@@ -45,6 +45,9 @@ _PROTOTYPES = (
     ("bpf_map_lookup_elem", ctypes.c_int, [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]),
     ("bpf_map_update_elem", ctypes.c_int,
      [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]),
+    ("bpf_map_lookup_and_delete_batch", ctypes.c_int,
+     [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+      ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]),
     ("ring_buffer__new", ctypes.c_void_p,
      [ctypes.c_int, _SAMPLE_FN, ctypes.c_void_p, ctypes.c_void_p]),
     ("ring_buffer__consume", ctypes.c_int, [ctypes.c_void_p]),
@@ -79,7 +82,8 @@ def libbpf() -> ctypes.CDLL:
 
 
 def missing_capabilities() -> list[str]:
-    """The capabilities loading tracing programs needs that this process lacks."""
+    """The capabilities loading netoproc's programs needs that this process lacks
+    (the socket filter alone would do with CAP_BPF; one message serves both)."""
     effective = 0
     try:
         with open("/proc/self/status") as status:
@@ -101,13 +105,19 @@ class BpfObject:
     """One loaded object: its programs (attached on request), its maps' fds."""
 
     def __init__(
-        self, name: str, data: bytes | None = None, sizes: dict[str, int] | None = None
+        self,
+        name: str,
+        data: bytes | None = None,
+        sizes: dict[str, int] | None = None,
+        *,
+        core: bool = True,
     ) -> None:
-        """Open and load `name`.bpf.o (or `data`); `sizes` overrides maps' max_entries."""
+        """Open and load `name`.bpf.o (or `data`); `sizes` overrides maps' max_entries.
+        `core`: its programs read kernel structures, so the kernel's BTF is needed."""
         lack = missing_capabilities()
         if lack:
             raise BpfUnavailable(f"needs {' and '.join(lack)}")
-        if not os.path.exists(BTF_PATH):
+        if core and not os.path.exists(BTF_PATH):
             raise BpfUnavailable(f"the kernel has no BTF ({BTF_PATH})")
         self._lib = lib = libbpf()
         self._data = data if data is not None else object_bytes(name)

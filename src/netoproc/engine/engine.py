@@ -2,6 +2,8 @@
 
     sight(sightings)     <- processes the kernel saw using sockets (Linux eBPF)
     ingest(batch)        -> flows that need a socket lookup now
+    ingest_counts(counts)-> the same, for flows the kernel counted (Linux eBPF)
+    add_rtt(samples)     <- RTT samples the kernel took for those flows
     attribute(found)     <- the platform's answers for those flows
     update_sockets(all)  <- the full socket table, every few ticks
     update_interfaces()  <- the OS's interface counters, every tick
@@ -19,23 +21,30 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from netoproc.capture.records import CounterBatch, RttSamples
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.dns import DnsTracker
 from netoproc.engine.flows import (
-    TRAFFIC_COLUMNS,
     ConversationSides,
     Flow,
     FlowTable,
     FragmentPorts,
 )
-from netoproc.engine.grouping import FlowGroups, conversation_hashes, group, orient
+from netoproc.engine.grouping import (
+    FlowGroups,
+    conversation_hashes,
+    counted_groups,
+    group,
+    key_hashes,
+    orient,
+)
 from netoproc.engine.interfaces import InterfaceStats
 from netoproc.engine.owners import SightedOwners
 from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
@@ -72,21 +81,46 @@ OTHER_EXITED = "other"
 Owner = ProcessRef | None
 
 
-class _Figures(NamedTuple):
-    """A flow's counters at a tick, as plain numbers."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Figures:
+    """Every flow's counters at a tick, as arrays in the order of the flows, each
+    from its owner's side."""
 
-    total: Traffic
-    rx_rate: float
-    tx_rate: float
-    first_seen: float
-    last_seen: float
-    outbound: bool | None  # from the SYN: True we opened it; None not seen
-    closed: bool
+    rx_bytes: npt.NDArray[np.int64]
+    tx_bytes: npt.NDArray[np.int64]
+    rx_packets: npt.NDArray[np.int64]
+    tx_packets: npt.NDArray[np.int64]
+    rx_rate: npt.NDArray[np.float64]
+    tx_rate: npt.NDArray[np.float64]
+    first: npt.NDArray[np.float64]
+    last: npt.NDArray[np.float64]
+    outbound: npt.NDArray[np.int8]  # from the SYN: 1 its owner opened it, 0 the peer, -1 unknown
+    closed: npt.NDArray[np.bool_]
+    slots: npt.NDArray[np.int64]
+
+    def total(self, i: int) -> Traffic:
+        return Traffic(int(self.rx_bytes[i]), int(self.tx_bytes[i]), int(self.rx_packets[i]),
+                       int(self.tx_packets[i]))  # fmt: skip
 
 
-# the table's arrays `_Figures` is read from, in the order `_figures` unpacks them
-_FIGURES = (*TRAFFIC_COLUMNS, "tick_rx", "tick_tx", "first_seen", "last_seen", "outbound",
-            "closed")  # fmt: skip
+def _owners_of(flows: list[Flow]) -> tuple[list[Owner], npt.NDArray[np.int64]]:
+    """The flows' distinct owners, and each flow's index among them. Flows of one
+    process mostly share one ProcessRef object: they are told apart by identity
+    first, and only the distinct objects are hashed."""
+    seen: dict[int, int] = {}
+    distinct: list[Owner] = []
+    group = np.empty(len(flows), np.int64)
+    for i, flow in enumerate(flows):
+        owner = flow.owner
+        g = seen.get(id(owner))
+        if g is None:
+            g = seen[id(owner)] = len(distinct)
+            distinct.append(owner)
+        group[i] = g
+    canonical: dict[Owner, int] = {}
+    remap = np.fromiter((canonical.setdefault(o, len(canonical)) for o in distinct), np.int64,
+                        len(distinct))  # fmt: skip
+    return list(canonical), remap[group] if len(group) else group
 
 
 class Engine:
@@ -116,6 +150,7 @@ class Engine:
         self.sighted = SightedOwners()
         self._new_sightings = False
         self._owners = ("", "", 0)  # CaptureHealth's owners, owners_why, owner_events_lost
+        self._counting = ("", "", 0)  # CaptureHealth's counting, counting_why, counter_overflow
         self._fragments = FragmentPorts()
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
@@ -159,8 +194,8 @@ class Engine:
                 groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
         slots = self.table.find(groups.key_hash, keys)
         self._reopen(groups, slots)
-        new = self._create_flows(groups, slots, batch)
-        self._add(groups, slots, batch)
+        new = self._create_flows(groups, slots, batch.process_names, batch.interfaces.name)
+        self._add(groups, slots, batch.process_names)
         tcp = np.flatnonzero((batch.proto == IPPROTO_TCP) & batch.transport)
         if len(tcp):
             self.tcp.analyse(
@@ -216,14 +251,47 @@ class Engine:
                 self._retire(self.table.flows[int(slots[i])])
                 slots[i] = -1
 
+    def ingest_counts(self, counts: CounterBatch) -> list[FlowKey]:
+        """Add what the kernel counted per flow (its packets never reach `ingest`);
+        returns the new flows that need a socket lookup."""
+        if not len(counts):
+            return []
+        groups = counted_groups(counts)
+        self._packets += int(counts.rx_packets.sum() + counts.tx_packets.sum())
+        self._bytes += int(counts.rx_bytes.sum() + counts.tx_bytes.sum())
+        keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
+                groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
+        slots = self.table.find(groups.key_hash, keys)
+        new = self._create_flows(groups, slots, {}, counts.interfaces.name)
+        self._add(groups, slots, {})
+        tcp = counts.proto == IPPROTO_TCP
+        self.tcp.add_counts(slots[tcp], counts.retransmits[tcp], counts.segments_sent[tcp],
+                            counts.peer_retransmits[tcp], counts.dup_acks[tcp])  # fmt: skip
+        return new
+
+    def add_rtt(self, samples: RttSamples) -> None:
+        """RTT samples the kernel took, for the flows they belong to."""
+        if not len(samples):
+            return
+        hashes = key_hashes(samples.iface, samples.proto, samples.l_hi, samples.l_lo,
+                            samples.lport, samples.r_hi, samples.r_lo, samples.rport)  # fmt: skip
+        keys = [samples.iface, samples.proto, samples.l_hi, samples.l_lo, samples.lport,
+                samples.r_hi, samples.r_lo, samples.rport]  # fmt: skip
+        slots = self.table.find(hashes, keys)
+        known = slots >= 0
+        self.tcp.add_samples(slots[known], samples.rtt[known], samples.at[known])
+
     def _create_flows(
-        self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch
+        self,
+        groups: FlowGroups,
+        slots: npt.NDArray[np.int64],
+        names: Mapping[int, str],
+        interface: Callable[[int], str],
     ) -> list[FlowKey]:
         """Make the batch's new flows (filling their `slots`); returns those to look up."""
         fresh = np.flatnonzero(slots < 0)
         if not len(fresh):
             return []
-        names, interface = batch.process_names, batch.interfaces.name
         conversations, local_is_a = conversation_hashes(
             groups.iface[fresh], groups.proto[fresh],
             groups.l_hi[fresh], groups.l_lo[fresh], groups.lport[fresh],
@@ -268,7 +336,9 @@ class Engine:
         self.tcp.reset(made)  # a slot freed by a retired flow starts afresh
         return lookups
 
-    def _add(self, groups: FlowGroups, slots: npt.NDArray[np.int64], batch: PacketBatch) -> None:
+    def _add(
+        self, groups: FlowGroups, slots: npt.NDArray[np.int64], names: Mapping[int, str]
+    ) -> None:
         """Each flow's share of the batch, added with array operations."""
         a = self.table.arrays
         # a flow appears once per batch, so plain fancy-index updates are exact
@@ -287,7 +357,7 @@ class Engine:
         for i in named.tolist():
             pid = int(groups.pid[i])
             flow = self.table.flows[int(slots[i])]
-            flow.attribute(ProcessRef(pid, batch.process_names.get(pid, str(pid))), None)
+            flow.attribute(ProcessRef(pid, names.get(pid, str(pid))), None)
 
     # sockets ---------------------------------------------------------------
 
@@ -328,6 +398,10 @@ class Engine:
     def note_capture_drops(self, kernel: int, queue: int) -> None:
         self._kernel_drops, self._queue_drops = kernel, queue
 
+    def note_counting(self, source: str, why: str = "", overflow: int = 0) -> None:
+        """How packets are counted, for CaptureHealth (see its `counting`)."""
+        self._counting = (source, why, overflow)
+
     def note_owner_source(self, source: str, why: str = "", lost: int = 0) -> None:
         """Where owners come from, for CaptureHealth (see its `owners`)."""
         self._owners = (source, why, lost)
@@ -335,7 +409,8 @@ class Engine:
     def _apply_sightings(self) -> None:
         """Flows made before the kernel's word on their socket arrived take it now:
         it beats an owner guessed from the socket table (a pre-fork server's
-        listener rather than the worker that served the connection). A connected
+        listener rather than the worker that served the connection), and a socket
+        of this namespace beats one at the far end that was reported first. A connected
         socket another process has since used (a socket passed on) ends its flow:
         the bytes so far stay with the process that moved them, and the next
         packets start a new flow under the new owner."""
@@ -346,14 +421,16 @@ class Engine:
         match = self.sighted.match
         for flow in list(self.flows.values()):
             key = flow.key
-            if flow.by_kernel:
+            if flow.by_kernel and not flow.far:
                 if moved and key[1:] in moved:
                     seen = match(key)
                     if seen and flow.owner is not None and seen.process.pid != flow.owner.pid:
                         self._retire(flow)
             elif flow.reason not in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
                 seen = match(key)
-                if seen is not None:
+                # a socket of this namespace, once reported, beats one at the far end
+                # (a local server's peer in a container may send before the server reads)
+                if seen is not None and not (flow.far and seen.far):
                     flow.attribute(seen.process, None)
                     flow.by_kernel, flow.far = True, seen.far
 
@@ -365,61 +442,57 @@ class Engine:
             elapsed = self.interval
         self._last_tick = now
         self._apply_sightings()
-        totals: dict[Owner, Traffic] = dict(self._retired)
-        rates: dict[Owner, list[float]] = {}
-        active: dict[Owner, int] = {}
+        flows = list(self.flows.values())
+        figures = self._figures(flows, elapsed)
+        owners, group = _owners_of(flows)
+        totals, rates, active = self._per_owner(figures, owners, group, now)
         reasons = dict(self._retired_reasons)
-        connections: list[ConnectionRow] = []
-        retire: list[Flow] = []
-        for flow, figures in self._figures(elapsed):
-            owner, traffic = flow.owner, figures.total
-            totals[owner] = totals.get(owner, Traffic()) + traffic
-            pair = rates.setdefault(owner, [0.0, 0.0])
-            pair[0] += figures.rx_rate
-            pair[1] += figures.tx_rate
-            if owner is None:
-                reason = str(flow.reason or UnknownReason.NO_SOCKET)
-                reasons[reason] = reasons.get(reason, 0) + traffic.bytes
-            if not figures.closed and figures.last_seen >= now - ACTIVE_SECONDS:
-                active[owner] = active.get(owner, 0) + 1
-            if figures.last_seen < now - self.retire_after:
-                retire.append(flow)
-            connections.append(self._connection_row(flow, figures, now))
+        none = owners.index(None) if None in owners else -1
+        for i in np.flatnonzero(group == none).tolist():
+            flow = flows[i]
+            reason = str(flow.reason or UnknownReason.NO_SOCKET)
+            reasons[reason] = reasons.get(reason, 0) + figures.total(i).bytes
+        connections = self._connection_rows(flows, figures, now)
         a = self.table.arrays
         a["tick_rx"][:] = 0
         a["tick_tx"][:] = 0
-        for flow in retire:
-            self._retire(flow)
+        for i in np.flatnonzero(figures.last < now - self.retire_after).tolist():
+            self._retire(flows[i])
 
         sockets_per_pid: dict[int, int] = {}
+        holders: set[ProcessRef] = set()
         for sock in self.sockets.sockets:
             if sock.owner:
                 sockets_per_pid[sock.owner.pid] = sockets_per_pid.get(sock.owner.pid, 0) + 1
-        holders = {s.owner for s in self.sockets.sockets if s.owner}
-        owners = set(totals) | holders
+                holders.add(sock.owner)
+        unknown_reasons = tuple(sorted(reasons.items(), key=lambda r: -r[1]))
         processes = []
-        for owner in owners:
+        history = self._process_history
+        for owner, total in totals.items():
             rx_rate, tx_rate = rates.get(owner, (0.0, 0.0))
-            live = owner in rates or owner in holders
-            rx_history, tx_history = self._history(owner, rx_rate, tx_rate, live)
+            rx_history, tx_history = self._history(
+                owner, rx_rate, tx_rate, owner in rates or owner in holders
+            )
             processes.append(
                 ProcessRow(
-                    process=owner,
-                    total=totals.get(owner, Traffic()),
-                    rx_rate=rx_rate,
-                    tx_rate=tx_rate,
-                    sockets=sockets_per_pid.get(owner.pid, 0) if owner else 0,
-                    connections=active.get(owner, 0),
-                    rx_history=rx_history,
-                    tx_history=tx_history,
-                    unknown_reasons=(
-                        tuple(sorted(reasons.items(), key=lambda r: -r[1])) if owner is None else ()
-                    ),
+                    owner,
+                    total,
+                    rx_rate,
+                    tx_rate,
+                    sockets_per_pid.get(owner.pid, 0) if owner else 0,
+                    active.get(owner, 0),
+                    rx_history,
+                    tx_history,
+                    unknown_reasons if owner is None else (),
                 )
             )
+        for owner in holders - totals.keys():  # sockets, no traffic yet
+            rx_history, tx_history = self._history(owner, 0.0, 0.0, True)
+            processes.append(ProcessRow(owner, Traffic(), sockets=sockets_per_pid[owner.pid],
+                                        rx_history=rx_history, tx_history=tx_history))  # fmt: skip
         processes.extend(self._folded.values())
-        for gone in set(self._process_history) - owners:
-            del self._process_history[gone]
+        for gone in [o for o in history if o not in totals and o not in holders]:
+            del history[gone]
         self._fold_exited(rates.keys() | holders)
         unattributed = totals.get(None, Traffic()).bytes
         dns = None
@@ -448,27 +521,116 @@ class Engine:
                 owners=self._owners[0],
                 owners_why=self._owners[1],
                 owner_events_lost=self._owners[2],
+                counting=self._counting[0],
+                counting_why=self._counting[1],
+                counter_overflow=self._counting[2],
             ),
         )
 
-    def _figures(self, elapsed: float) -> Iterator[tuple[Flow, _Figures]]:
-        """Every flow with its counters, each array read once: picking a flow's ten
-        values out of numpy one by one cost ~6 µs, an eighth of a 1,000-flow tick."""
+    def _figures(self, flows: list[Flow], elapsed: float) -> _Figures:
+        """Every flow's counters as arrays, from its owner's side (see Flow.far)."""
         a = self.table.arrays
-        rx_b, tx_b, rx_p, tx_p, tick_rx, tick_tx, first, last, outbound, closed = (
-            a[name].tolist() for name in _FIGURES
-        )
-        for flow in self.flows.values():
-            s = flow.slot
-            opened = None if outbound[s] < 0 else outbound[s] == 1
-            if flow.far:  # the owner's view: what arrives here, it sent
-                total = Traffic(tx_b[s], rx_b[s], tx_p[s], rx_p[s])
-                rx_rate, tx_rate = tick_tx[s] / elapsed, tick_rx[s] / elapsed
-                opened = None if opened is None else not opened
+        slots = np.fromiter((flow.slot for flow in flows), np.int64, len(flows))
+        far = np.fromiter((flow.far for flow in flows), np.bool_, len(flows))
+
+        def side(mine: str, theirs: str) -> npt.NDArray[Any]:
+            return np.where(far, a[theirs][slots], a[mine][slots])
+
+        outbound = a["outbound"][slots]
+        return _Figures(
+            rx_bytes=side("rx_bytes", "tx_bytes"),
+            tx_bytes=side("tx_bytes", "rx_bytes"),
+            rx_packets=side("rx_packets", "tx_packets"),
+            tx_packets=side("tx_packets", "rx_packets"),
+            rx_rate=side("tick_rx", "tick_tx") / elapsed,
+            tx_rate=side("tick_tx", "tick_rx") / elapsed,
+            first=a["first_seen"][slots], last=a["last_seen"][slots],
+            outbound=np.where(far & (outbound >= 0), 1 - outbound, outbound),
+            closed=a["closed"][slots], slots=slots,
+        )  # fmt: skip
+
+    def _per_owner(
+        self, figures: _Figures, owners: list[Owner], group: npt.NDArray[np.int64], now: float
+    ) -> tuple[dict[Owner, Traffic], dict[Owner, tuple[float, float]], dict[Owner, int]]:
+        """Totals (with retired flows'), rates and active connections per owner."""
+        m = len(owners)
+
+        def summed(values: npt.NDArray[Any]) -> list[Any]:
+            return np.bincount(group, weights=values, minlength=m).tolist()  # type: ignore[no-any-return]
+
+        rx_b, tx_b = summed(figures.rx_bytes), summed(figures.tx_bytes)
+        rx_p, tx_p = summed(figures.rx_packets), summed(figures.tx_packets)
+        totals = dict(self._retired)
+        for owner, *counts in zip(owners, rx_b, tx_b, rx_p, tx_p, strict=True):
+            traffic = Traffic(*(int(c) for c in counts))
+            old = totals.get(owner)
+            totals[owner] = traffic if old is None else old + traffic
+        rates = dict(zip(owners, zip(summed(figures.rx_rate), summed(figures.tx_rate),
+                                     strict=True), strict=True))  # fmt: skip
+        live = ~figures.closed & (figures.last >= now - ACTIVE_SECONDS)
+        counted = np.bincount(group[live], minlength=m).tolist()
+        active = {owner: n for owner, n in zip(owners, counted, strict=True) if n}
+        return totals, rates, active
+
+    def _connection_rows(
+        self, flows: list[Flow], figures: _Figures, now: float
+    ) -> list[ConnectionRow]:
+        tcp = [i for i, flow in enumerate(flows) if flow.key.proto == IPPROTO_TCP
+               and flow.reason is not UnknownReason.NO_PORTS]  # fmt: skip
+        health = dict(zip(tcp, self._tcp_health([flows[i] for i in tcp], figures.slots[tcp], now),
+                          strict=True))  # fmt: skip
+        rows = []
+        columns = zip(flows, figures.rx_bytes.tolist(), figures.tx_bytes.tolist(),
+                      figures.rx_packets.tolist(), figures.tx_packets.tolist(),
+                      figures.rx_rate.tolist(), figures.tx_rate.tolist(), figures.first.tolist(),
+                      figures.last.tolist(), figures.outbound.tolist(), figures.closed.tolist(),
+                      strict=True)  # fmt: skip
+        name_for = self.dns.name_for if self.dns is not None else None
+        listening = self.sockets.listening
+        for i, (flow, rx_b, tx_b, rx_p, tx_p, rx_rate, tx_rate, first, last, opened,
+                closed) in enumerate(columns):  # fmt: skip
+            key, sock = flow.key, flow.socket
+            if flow.far:  # from the owner's side, as its figures are
+                key = key._replace(laddr=key.raddr, lport=key.rport, raddr=key.laddr,
+                                   rport=key.lport)  # fmt: skip
+            if sock is not None and sock.connected:
+                state = sock.state
+            elif key.proto == IPPROTO_TCP:
+                state = "CLOSED" if closed else "ESTABLISHED" if opened >= 0 else "-"
             else:
-                total = Traffic(rx_b[s], tx_b[s], rx_p[s], tx_p[s])
-                rx_rate, tx_rate = tick_rx[s] / elapsed, tick_tx[s] / elapsed
-            yield flow, _Figures(total, rx_rate, tx_rate, first[s], last[s], opened, closed[s])
+                state = "-"
+            if opened >= 0:
+                direction = "Out" if opened else "In"
+            else:
+                pid = flow.owner.pid if flow.owner else -1
+                direction = "In" if (key.proto, pid, key.lport) in listening else "Out"
+            h = health.get(i)
+            rows.append(
+                ConnectionRow(
+                    process=flow.owner,
+                    unknown_reason=str(flow.reason) if flow.owner is None and flow.reason else None,
+                    proto=key.proto,
+                    iface=key.iface,
+                    laddr=key.laddr,
+                    lport=key.lport,
+                    raddr=key.raddr,
+                    rport=key.rport,
+                    state=state,
+                    direction=direction,
+                    total=Traffic(rx_b, tx_b, rx_p, tx_p),
+                    rx_rate=rx_rate,
+                    tx_rate=tx_rate,
+                    first_seen=first,
+                    last_seen=last,
+                    fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
+                    domain=name_for(key.raddr) if name_for is not None else None,
+                    rtt_ms=h.rtt_ms if h else None,
+                    jitter_ms=h.jitter_ms if h else None,
+                    retransmits=h.retransmits if h else None,
+                    health=h,
+                )
+            )
+        return rows
 
     def _history(
         self, owner: Owner, rx_rate: float, tx_rate: float, live: bool
@@ -530,79 +692,42 @@ class Engine:
             self.dns.forget_flow(flow.key)
         self.table.release(flow)
 
-    def _tcp_health(self, flow: Flow, now: float) -> TcpHealthRow | None:
-        if flow.key.proto != IPPROTO_TCP or flow.reason is UnknownReason.NO_PORTS:
-            return None
-        figures = self.tcp.figures(flow.slot, now)
-        sock = flow.socket
-        kernel = sock.tcp if sock is not None and sock.connected else None
-        kernel_count = kernel.total_retrans if kernel else None
-        retransmits = figures.retransmits if kernel_count is None else kernel_count
-        marks = flow.retransmit_marks
-        if marks is None:
-            marks = flow.retransmit_marks = deque()
-        marks.append((now, retransmits, figures.segments_sent))
-        while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
-            marks.popleft()
-        then, old_retransmits, old_segments = marks[0]
-        elapsed = now - then
-        sent = figures.segments_sent - old_segments
-        resent = retransmits - old_retransmits
-        jitter = figures.jitter_ms
-        if jitter is None and kernel is not None:
-            jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
-        return TcpHealthRow(
-            rtt_source="kernel" if kernel else "packets",
-            retransmits_source="kernel" if kernel_count is not None else "packets",
-            rtt_ms=kernel.rtt_ms if kernel else figures.rtt_ms,
-            jitter_ms=jitter,
-            retransmits=retransmits,
-            retransmit_rate=resent / elapsed if elapsed > 0 else 0.0,
-            retransmit_percent=100.0 * resent / sent if sent > 0 else None,
-            packet_rtt_ms=figures.rtt_ms,
-            packet_retransmits=figures.retransmits,
-            segments_sent=figures.segments_sent,
-            peer_retransmits=figures.peer_retransmits,
-            dup_acks=figures.dup_acks,
-        )
-
-    def _connection_row(self, flow: Flow, figures: _Figures, now: float) -> ConnectionRow:
-        key, sock, outbound = flow.key, flow.socket, figures.outbound
-        if flow.far:  # from the owner's side, as its figures are
-            key = key._replace(laddr=key.raddr, lport=key.rport, raddr=key.laddr, rport=key.lport)
-        if sock is not None and sock.connected:
-            state = sock.state
-        elif key.proto == IPPROTO_TCP:
-            state = "CLOSED" if figures.closed else "ESTABLISHED" if outbound is not None else "-"
-        else:
-            state = "-"
-        if outbound is not None:
-            direction = "Out" if outbound else "In"
-        else:
-            pid = flow.owner.pid if flow.owner else -1
-            listening = (key.proto, pid, key.lport) in self.sockets.listening
-            direction = "In" if listening else "Out"
-        health = self._tcp_health(flow, now)
-        return ConnectionRow(
-            process=flow.owner,
-            unknown_reason=str(flow.reason) if flow.owner is None and flow.reason else None,
-            proto=key.proto,
-            iface=key.iface,
-            laddr=key.laddr,
-            lport=key.lport,
-            raddr=key.raddr,
-            rport=key.rport,
-            state=state,
-            direction=direction,
-            total=figures.total,
-            rx_rate=figures.rx_rate,
-            tx_rate=figures.tx_rate,
-            first_seen=figures.first_seen,
-            last_seen=figures.last_seen,
-            fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
-            domain=self.dns.name_for(key.raddr) if self.dns is not None else None,
-            rtt_ms=health.rtt_ms if health else None,
-            jitter_ms=health.jitter_ms if health else None,
-            retransmits=health.retransmits if health else None,
-            health=health,
-        )
+    def _tcp_health(
+        self, flows: list[Flow], slots: npt.NDArray[np.int64], now: float
+    ) -> list[TcpHealthRow]:
+        """Health rows for TCP flows: the packets' (or the kernel filter's) figures,
+        with the socket's own where the kernel keeps them."""
+        figures = self.tcp.figures_of(slots, now)
+        rows = []
+        for flow, rtt, jitter, retransmits, sent, peer, dups in zip(flows, *figures, strict=True):
+            sock = flow.socket
+            kernel = sock.tcp if sock is not None and sock.connected else None
+            kernel_count = kernel.total_retrans if kernel else None
+            counted = retransmits if kernel_count is None else kernel_count
+            marks = flow.retransmit_marks
+            if marks is None:
+                marks = flow.retransmit_marks = deque()
+            marks.append((now, counted, sent))
+            while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
+                marks.popleft()
+            then, old_retransmits, old_segments = marks[0]
+            elapsed, resent, sent_since = now - then, counted - old_retransmits, sent - old_segments
+            if jitter is None and kernel is not None:
+                jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
+            rows.append(
+                TcpHealthRow(
+                    rtt_source="kernel" if kernel else "packets",
+                    retransmits_source="kernel" if kernel_count is not None else "packets",
+                    rtt_ms=kernel.rtt_ms if kernel else rtt,
+                    jitter_ms=jitter,
+                    retransmits=counted,
+                    retransmit_rate=resent / elapsed if elapsed > 0 else 0.0,
+                    retransmit_percent=100.0 * resent / sent_since if sent_since > 0 else None,
+                    packet_rtt_ms=rtt,
+                    packet_retransmits=retransmits,
+                    segments_sent=sent,
+                    peer_retransmits=peer,
+                    dup_acks=dups,
+                )
+            )
+        return rows

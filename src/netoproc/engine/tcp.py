@@ -280,17 +280,58 @@ class TcpHealth:
             after[slots] = rows
         return after
 
-    def _sample(self, slots: I64, seconds: F64) -> None:
+    def _sample(self, slots: I64, seconds: F64, at: F64 | None = None) -> None:
+        """Take RTT samples; `at`: when each was taken, if not its probe's end."""
         a = self._arrays
         ms = seconds * 1000.0
         srtt = a["srtt"][slots]
         a["srtt"][slots] = np.where(np.isnan(srtt), ms, srtt + (ms - srtt) / 8)
         pos = a["sample_pos"][slots]
         a["samples"][slots, pos] = ms
-        a["sample_ts"][slots, pos] = a["probe_ts"][slots] + seconds
+        a["sample_ts"][slots, pos] = a["probe_ts"][slots] + seconds if at is None else at
         a["sample_pos"][slots] = (pos + 1) % SAMPLES
 
+    # what the kernel measured (counting in the kernel: capture/counts.py) ---------
+
+    def add_counts(self, slot: I64, retransmits: I64, segments_sent: I64,
+                   peer_retransmits: I64, dup_acks: I64) -> None:  # fmt: skip
+        """Per flow (one row each), what the kernel counted of the segments it kept."""
+        a = self._arrays
+        a["retransmits"][slot] += retransmits
+        a["segments_sent"][slot] += segments_sent
+        a["peer_retransmits"][slot] += peer_retransmits
+        a["dup_acks"][slot] += dup_acks
+
+    def add_samples(self, slot: I64, seconds: F64, at: F64) -> None:
+        """RTT samples the kernel took (Karn's rule applied there), in order."""
+        for i in range(len(slot)):  # a flow may have several; few per tick each
+            self._sample(slot[i : i + 1], seconds[i : i + 1], at[i : i + 1])
+
     # reading -------------------------------------------------------------------
+
+    def figures_of(self, slots: I64, now: float) -> tuple[list[Any], ...]:
+        """Many flows' figures at once, as lists in the order of `slots`: RTT (ms or
+        None), jitter (ms or None), retransmits, segments sent, peer retransmits,
+        duplicate ACKs."""
+        a = self._arrays
+        srtt = a["srtt"][slots]
+        samples = a["samples"][slots]
+        recent = a["sample_ts"][slots] >= now - JITTER_SECONDS
+        n = recent.sum(axis=1)
+        kept = np.where(recent, samples, 0.0)
+        mean = kept.sum(axis=1) / np.maximum(n, 1)
+        variance = np.where(recent, (samples - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(
+            n, 1
+        )
+        jitter = np.sqrt(variance)
+        return (
+            [None if v != v else v for v in srtt.tolist()],  # NaN: no sample yet
+            [j if k >= 2 else None for j, k in zip(jitter.tolist(), n.tolist(), strict=True)],
+            a["retransmits"][slots].tolist(),
+            a["segments_sent"][slots].tolist(),
+            a["peer_retransmits"][slots].tolist(),
+            a["dup_acks"][slots].tolist(),
+        )
 
     def figures(self, slot: int, now: float) -> TcpFigures:
         a = self._arrays
