@@ -130,7 +130,13 @@ def test_filter_keeps_matching_processes_only() -> None:
     s = scrape(m)
     names = {dict(k[1])["process"] for k in s if k[0] == "netoproc_process_bytes_total"}
     assert names == {"curl"}
+    queries = {dict(k[1])["process"] for k in s if k[0] == "netoproc_dns_queries_total"}
+    assert queries == {"curl"}
+    # interfaces, protocols and RTT stay the whole capture's
     assert s[("netoproc_interface_bytes_total", (("direction", "tx"), ("interface", "en0")))] > 0
+    udp = (("direction", "rx"), ("interface", "en0"), ("protocol", "UDP"))
+    assert s[("netoproc_traffic_bytes_total", udp)] == 20_000 + 45_000  # firefox's and unknown
+    assert s[("netoproc_tcp_rtt_seconds_count", ())] == 5
 
 
 def test_hostile_names_are_escaped_label_values() -> None:

@@ -141,23 +141,18 @@ class Metrics:
     def update(self, snapshot: Snapshot) -> None:
         interval = self._deltas.step(snapshot)
         with self._lock:
+            # the whole capture's: interfaces, protocols, RTT, health
             self._update_interfaces(interval)
+            self._update_traffic(interval)
             self._update_health(snapshot)
-            self._update(interval.filtered(self.pattern))
+            # only what --filter keeps: processes and their DNS queries
+            self._update_processes(interval.filtered(self.pattern))
             self.ticks += 1
 
-    def _update(self, interval: Interval) -> None:
+    def _update_processes(self, interval: Interval) -> None:
         for row, delta in interval.processes:
             labels = self._process_labels((printable(row.name), printable(row.user)))
             _add_traffic(self.process_bytes, self.process_packets, labels, delta)
-        for conn, delta in interval.connections:
-            labels = (
-                self._interfaces((printable(conn.iface),))[0],
-                self._protocols((proto_name(conn.proto),))[0],
-            )
-            _add_traffic(self.traffic_bytes, self.traffic_packets, labels, delta)
-            if conn.proto == IPPROTO_TCP and conn.rtt_ms is not None and delta.packets:
-                self.tcp_rtt.observe(conn.rtt_ms / 1000)
         for query in interval.dns:
             process = printable(query.process.name) if query.process else "unknown"
             resolver = self._resolvers((printable(query.resolver),))
@@ -171,6 +166,16 @@ class Metrics:
             if query.latency_ms is not None:
                 histogram = self.dns_latency.setdefault(resolver, _Histogram(DNS_LATENCY_BUCKETS))
                 histogram.observe(query.latency_ms / 1000)
+
+    def _update_traffic(self, interval: Interval) -> None:
+        for conn, delta in interval.connections:
+            labels = (
+                self._interfaces((printable(conn.iface),))[0],
+                self._protocols((proto_name(conn.proto),))[0],
+            )
+            _add_traffic(self.traffic_bytes, self.traffic_packets, labels, delta)
+            if conn.proto == IPPROTO_TCP and conn.rtt_ms is not None and delta.packets:
+                self.tcp_rtt.observe(conn.rtt_ms / 1000)
 
     def _update_interfaces(self, interval: Interval) -> None:
         for row, delta in interval.interfaces:
