@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"model", "decode", "capture", "snapshot"},
     "output": {"model", "snapshot"},
     "session": {"model", "clock", "capture", "decode", "platform", "engine", "snapshot"},
-    "cli": {"session", "output", "capture", "clock", "snapshot", "model", "tui"},
+    "exporter": {"output", "snapshot", "model"},  # --listen: the HTTP side of the metrics
+    "cli": {"session", "output", "capture", "clock", "snapshot", "model", "tui", "exporter"},
     "tui": {"model", "snapshot", "output"},
     "__main__": {"cli"},
 }

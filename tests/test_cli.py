@@ -45,6 +45,20 @@ def run(
         ["--monitor", "--duration", "5"],
         ["--duration"],
         ["extra-positional"],
+        ["--view", "sockets"],
+        ["--format", "ndjson"],
+        ["--monitor", "--format", "jsonl"],
+        ["--monitor", "--listen"],
+        ["--monitor", "--view", "dns"],
+        ["--view", "connection"],  # the monitor would start: --view is for tables
+        ["--read", "x.pcap", "--listen", "9786"],
+        ["--view", "dns", "--no-dns", "--duration", "1"],
+        ["--listen", "0"],
+        ["--listen", "65536"],
+        ["--listen", "localhost:http"],
+        ["--listen", "::1:9786"],
+        ["--listen", "[::1]9786"],
+        ["--listen", ":9786"],
     ],
 )
 def test_invalid_arguments_exit_3_with_one_clear_line(args: list[str]) -> None:
@@ -61,7 +75,8 @@ def test_help_and_version() -> None:
     helped = run("--help")
     assert helped.returncode == 0
     options = (
-        "duration monitor format filter interface sort no-color no-dns bpf-buffer interval read"
+        "duration monitor format filter interface sort no-color no-dns bpf-buffer interval read "
+        "view listen"
     )
     for option in options.split():
         assert f"--{option}" in helped.stdout
@@ -84,6 +99,35 @@ def test_unknown_interface_exits_2_naming_it() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "nosuch0" in result.stderr and "no such interface" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "named"),
+    [("192.0.2.1:9786", "192.0.2.1:9786"), ("[2001:db8::7]:80", "[2001:db8::7]:80"),
+     ("no-such-host.invalid:9786", "no-such-host.invalid:9786")],
+)  # fmt: skip
+def test_unbindable_listen_address_exits_2_naming_it(address: str, named: str) -> None:
+    result = run("--listen", address, "--duration", "1")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: cannot listen on {named}: ")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("9786", ("127.0.0.1", 9786)), ("0.0.0.0:80", ("0.0.0.0", 80)),
+     ("[::]:9786", ("::", 9786)), ("host.example:1", ("host.example", 1))],
+)  # fmt: skip
+def test_listen_addresses(text: str, parsed: tuple[str, int]) -> None:
+    from netoproc.cli import parse_listen
+
+    assert parse_listen(text) == parsed
+
+
+def test_listen_needs_root() -> None:
+    result = run("--listen", argv0="netoproc", prefix=("unshare", "--map-user=65534"))
+    assert result.returncode == 1 and "requires root" in result.stderr
 
 
 def test_read_needs_no_root_and_prints_processes_from_pktap() -> None:
@@ -168,3 +212,16 @@ def test_monitor_replaying_an_unreadable_file_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "No such file" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_plain_snapshot_never_loads_the_exporters_library() -> None:
+    code = (
+        "import sys\n"
+        "from netoproc.cli import main\n"
+        f"main(['--read', {str(CAPTURES / 'dns_tcp.pcap')!r}, '--view', 'dns'])\n"
+        "print('prometheus_client' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.stderr.strip() == "False"
+    assert result.stdout.startswith("time\tprocess\tpid\tname")

@@ -1,7 +1,7 @@
 """Command line: options, validation, exit codes; builds a session and runs it.
 
-Exit codes: 0 ok, 1 not root, 2 capture device or file unavailable,
-3 invalid arguments, 4 unexpected error (one line; a traceback only with
+Exit codes: 0 ok, 1 not root, 2 capture device, file or --listen address
+unavailable, 3 invalid arguments, 4 unexpected error (one line; a traceback only with
 NETOP_LOG=debug or RUST_LOG=debug).
 """
 
@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from netoproc import __version__
 
 if TYPE_CHECKING:
+    from netoproc.exporter import Exporter
+    from netoproc.output.metrics import Metrics
+    from netoproc.output.stream import StreamWriter
     from netoproc.session import LiveSession, Settings
     from netoproc.snapshot import Snapshot
 
@@ -34,16 +37,19 @@ Per-process, per-connection network traffic monitor with a DNS observatory.
 
 Without --duration, opens the full-screen monitor. With --duration SECONDS,
 collects per-process traffic for that long and prints one table (tsv, json or
-pretty) for scripts. --read FILE replays a pcap or pcapng capture instead of
-the live network (no root needed).
+pretty) for scripts; --view picks the table (process, connection, interface or
+dns). --format jsonl streams one JSON object per row and interval instead, until
+stopped or for --duration. --listen serves Prometheus metrics on /metrics
+(the only mode that opens a listening socket). --read FILE replays a pcap or
+pcapng capture instead of the live network (no root needed).
 
 Bytes are IP-layer bytes: IP header plus payload, from the IP length fields
 (TSO/GSO super-packets and jumbograms at their real length), never link-layer
 headers. RX and TX are from the local process's point of view."""
 
 EPILOG = """\
-exit codes: 0 ok, 1 not root, 2 capture device or file unavailable,
-3 invalid arguments, 4 unexpected error"""
+exit codes: 0 ok, 1 not root, 2 capture device, file or --listen address
+unavailable, 3 invalid arguments, 4 unexpected error"""
 
 
 class UsageError(Exception):
@@ -70,6 +76,37 @@ def _in_range(
     return parse
 
 
+VIEWS = ("process", "connection", "interface", "dns")
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+DEFAULT_LISTEN_PORT = 9786
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`PORT`, `HOST:PORT` or `[IPV6]:PORT` -> (host, port); raises ValueError."""
+    host, port_text = DEFAULT_LISTEN_HOST, text
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError(f"not [ADDRESS]:PORT: {text!r}")
+        host, port_text = text[1:end], text[end + 2 :]
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port_text}")
+    if not host:
+        raise ValueError(f"no address before the port: {text!r}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"not a port (1 to 65535): {port_text!r}")
+    return host, int(port_text)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
@@ -81,14 +118,32 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--duration",
         type=_in_range(float, 1.0, 3600.0, " seconds"),
         metavar="SECONDS",
-        help="snapshot mode: collect for this long, print, exit (1.0 to 3600.0)",
+        help="snapshot mode: collect for this long, print, exit (1.0 to 3600.0); "
+        "with --format jsonl or --listen: run this long (default: until stopped)",
     )
     parser.add_argument("--monitor", action="store_true", help="full-screen monitor (the default)")
     parser.add_argument(
         "--format",
-        choices=("tsv", "json", "pretty"),
+        choices=("tsv", "json", "pretty", "jsonl"),
         default="tsv",
-        help="snapshot output format (default: tsv)",
+        help="snapshot output format (default: tsv); jsonl: a stream of one JSON object "
+        "per row and interval, with the interval's deltas and the totals",
+    )
+    parser.add_argument(
+        "--view",
+        choices=VIEWS,
+        metavar="{" + ",".join(VIEWS) + "}",
+        help="what the snapshot or stream lists (default: process)",
+    )
+    parser.add_argument(
+        "--listen",
+        nargs="?",
+        const=f"{DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT}",
+        type=_listen_address,
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (HOST defaults to "
+        f"{DEFAULT_LISTEN_HOST}; without a value {DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT}); "
+        "runs until stopped or for --duration",
     )
     parser.add_argument(
         "--filter",
@@ -240,17 +295,25 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     return run_monitor(source, options)
 
 
-def _run(prog: str, args: argparse.Namespace) -> int:
-    # imported here so `--help` and argument errors stay instant
-    from netoproc.capture import CaptureUnavailable
-    from netoproc.capture.pcapfile import CaptureFileError
-    from netoproc.clock import SystemClock
-    from netoproc.output.formats import FORMATS
-    from netoproc.output.text import flood_line
-    from netoproc.session import LiveSession, Settings, replay
-
+def _check_modes(args: argparse.Namespace) -> None:
+    """Options that cannot go together: a one-line error, exit code 3."""
     if args.monitor and args.duration is not None:
         raise UsageError("--monitor and --duration exclude each other")
+    if args.monitor and args.format == "jsonl":
+        raise UsageError("--monitor and --format jsonl exclude each other")
+    if args.monitor and args.listen is not None:
+        raise UsageError("--monitor and --listen exclude each other")
+    if args.read is not None and args.listen is not None:
+        raise UsageError("--listen serves live metrics; it cannot replay --read")
+    if args.view == "dns" and args.no_dns:
+        raise UsageError("--view dns needs DNS capture: drop --no-dns")
+
+
+def _run(prog: str, args: argparse.Namespace) -> int:
+    # imported here so `--help` and argument errors stay instant
+    from netoproc.session import Settings
+
+    _check_modes(args)
     settings = Settings(
         interface=args.interface,
         buffer_bytes=args.bpf_buffer,
@@ -259,52 +322,97 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         kernel_owners=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
         kernel_counts=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
     )
-    monitor = args.monitor or (args.duration is None and args.read is None)
+    headless = args.format == "jsonl" or args.listen is not None
+    monitor = args.monitor or (args.duration is None and args.read is None and not headless)
+    if args.view is not None and monitor:
+        raise UsageError("--view chooses the snapshot's or the stream's table, not the monitor's")
 
     if args.read is None and os.geteuid() != 0:
         _say(sys.stderr, f"error: {prog} requires root privileges. Run with: sudo {prog}")
         return EXIT_NOT_ROOT
     if monitor:
         return _monitor(args, settings)
+    return _headless(prog, args, settings)
 
-    write = FORMATS[args.format]
+
+class _Outputs:
+    """What each tick feeds: the JSON-lines stream and the exporter's metrics."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        # each imported only when used: a plain snapshot pays for neither
+        self.stream: StreamWriter | None = None
+        self.metrics: Metrics | None = None
+        if args.format == "jsonl":
+            from netoproc.output.stream import StreamWriter
+
+            self.stream = StreamWriter(args.view or "process", sys.stdout, args.filter)
+        if args.listen is not None:
+            from netoproc.output.metrics import Metrics
+
+            self.metrics = Metrics(args.filter)
+        self.closed = False  # stdout's reader went away (`| head`)
+        self.on_closed: Callable[[], None] = lambda: None
+
+    def tick(self, snapshot: Snapshot) -> None:
+        if self.metrics is not None:
+            self.metrics.update(snapshot)
+        if self.stream is not None and not self.closed:
+            try:
+                self.stream.write(snapshot)
+            except BrokenPipeError:
+                self.closed = True
+                _quiet_stdout()
+                self.on_closed()
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (`| head`): nothing more to say, and no traceback at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
+    """Snapshot mode, the stream and the exporter: everything but the monitor."""
+    from netoproc.capture import CaptureUnavailable
+    from netoproc.capture.pcapfile import CaptureFileError
+    from netoproc.clock import SystemClock
+    from netoproc.output.views import writer
+    from netoproc.session import LiveSession, replay
+
+    outputs = _Outputs(args)
     if args.read is not None:
         try:
-            snapshot, problem = replay(args.read, duration=args.duration, settings=settings)
+            snapshot, problem = replay(
+                args.read, duration=args.duration, settings=settings, on_tick=outputs.tick
+            )
         except CaptureFileError as exc:
             _say(sys.stderr, f"error: {exc}")
             return EXIT_UNAVAILABLE
         if problem:
             _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
+        outputs.tick(snapshot)
     else:
+        exporter = None
+        if args.listen is not None:
+            from netoproc.exporter import Exporter, ListenError
+
+            assert outputs.metrics is not None
+            try:
+                host, port = args.listen
+                exporter = Exporter(host, port, outputs.metrics)
+            except ListenError as exc:
+                _say(sys.stderr, f"error: {exc}")
+                return EXIT_UNAVAILABLE
         try:
-            session = LiveSession(settings, SystemClock())
-        except CaptureUnavailable as exc:
-            _say(sys.stderr, f"error: {exc}")
-            return EXIT_UNAVAILABLE
-
-        def stop(_signum: int, _frame: object) -> None:
-            session.stop()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-
-        def ready() -> None:
-            if args.verbose:
-                where = args.interface or "all interfaces"
-                _say(sys.stderr, f"{prog}: capturing on {where} for {args.duration:g} s")
-                from netoproc.snapshot import counting_text, owner_source_text
-
-                if session.platform is not None:
-                    source, why, _ = session.platform.owner_source()
-                    _say(sys.stderr, f"{prog}: {owner_source_text(source, why)}")
-                counting, why, _ = session.capture.counting()
-                _say(sys.stderr, f"{prog}: {counting_text(counting, why)}")
-
-        try:
-            snapshot = session.run(args.duration, on_ready=ready)
+            try:
+                session = LiveSession(settings, SystemClock())
+            except CaptureUnavailable as exc:
+                _say(sys.stderr, f"error: {exc}")
+                return EXIT_UNAVAILABLE
+            snapshot = _live(prog, args, session, outputs, exporter)
         finally:
-            session.close()
+            if exporter is not None:
+                exporter.close()
     if args.verbose:
         h = snapshot.health
         _say(
@@ -316,15 +424,58 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             + (f"; owner events lost {h.owner_events_lost}" if h.owners == "eBPF" else "")
             + (f"; counter map overflow {h.counter_overflow}" if h.counting == "kernel" else ""),
         )
+        from netoproc.output.text import flood_line
+
         for flood in h.floods:
             _say(sys.stderr, f"{prog}: {flood_line(flood)}")
         for what, times in h.limits:
             _say(sys.stderr, f"{prog}: bound reached: {what}: {times}")
-    try:
-        write(snapshot.filtered(args.filter), sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # the reader went away (`| head`): nothing more to say, and no traceback at exit
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    table = args.format != "jsonl" and (args.duration is not None or args.read is not None)
+    if table:
+        try:
+            writer(args.view or "process", args.format)(snapshot.filtered(args.filter), sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
     return EXIT_OK
+
+
+def _live(
+    prog: str,
+    args: argparse.Namespace,
+    session: LiveSession,
+    outputs: _Outputs,
+    exporter: Exporter | None,
+) -> Snapshot:
+    """Capture until --duration passes or a signal; the last snapshot goes to the outputs too."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        session.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    outputs.on_closed = session.stop
+
+    def ready() -> None:
+        if exporter is not None:
+            exporter.start()
+        if args.verbose:
+            where = args.interface or "all interfaces"
+            until = f"for {args.duration:g} s" if args.duration is not None else "until stopped"
+            _say(sys.stderr, f"{prog}: capturing on {where} {until}")
+            if exporter is not None:
+                _say(sys.stderr, f"{prog}: serving metrics on http://{exporter.address}/metrics")
+            from netoproc.snapshot import counting_text, owner_source_text
+
+            if session.platform is not None:
+                source, why, _ = session.platform.owner_source()
+                _say(sys.stderr, f"{prog}: {owner_source_text(source, why)}")
+            counting, why, _ = session.capture.counting()
+            _say(sys.stderr, f"{prog}: {counting_text(counting, why)}")
+
+    try:
+        snapshot = session.run(args.duration, on_tick=outputs.tick, on_ready=ready)
+    finally:
+        session.close()
+    outputs.tick(snapshot)  # the last interval: what moved since the previous tick
+    return snapshot

@@ -353,11 +353,18 @@ class LiveSession:
             self.platform.close()
 
 
-def replay(path: str, *, duration: float | None, settings: Settings) -> tuple[Snapshot, str | None]:
+def replay(
+    path: str,
+    *,
+    duration: float | None,
+    settings: Settings,
+    on_tick: Callable[[Snapshot], None] | None = None,
+) -> tuple[Snapshot, str | None]:
     """Read a capture file through the engine; returns the snapshot and any file problem.
 
     Time comes from the packets: the window starts at the first packet and,
-    with `duration`, ends that many seconds later.
+    with `duration`, ends that many seconds later. `on_tick` gets every
+    interval's snapshot but the last, which is returned (as `LiveSession.run`).
     """
     from netoproc.capture.pcapfile import open_capture_file  # only replays need it
 
@@ -379,22 +386,41 @@ def replay(path: str, *, duration: float | None, settings: Settings) -> tuple[Sn
         inside = block.ts < end
         if not inside.all():
             block = block.select(inside)
-        if len(block):
-            batch = decode_block(block, dns_payloads=settings.dns)
-            if settings.interface is not None:
-                names = batch.interfaces.name
-                batch = batch.select(
-                    np.fromiter((names(i) == settings.interface for i in batch.iface.tolist()),
-                                bool, len(batch))
-                )  # fmt: skip
-            engine.ingest(batch)
+        if len(block) and on_tick is None:
+            _replay_ingest(engine, block, settings)
             last = max(last, float(block.ts.max()))
             if last >= next_tick:
                 engine.tick(last)
                 next_tick = last + settings.interval
+        while len(block) and on_tick is not None:
+            # a stream: every interval its own tick, as the live session ticks
+            early = block.ts < next_tick
+            if early.all():
+                _replay_ingest(engine, block, settings)
+                last = max(last, float(block.ts.max()))
+                break
+            if early.any():
+                _replay_ingest(engine, block.select(early), settings)
+            on_tick(engine.tick(next_tick))
+            last = max(last, next_tick)
+            block = block.select(~early)
+            # silence in the file: no empty ticks, the next one after the next packet
+            skipped = int((float(block.ts[0]) - next_tick) // settings.interval)
+            next_tick += settings.interval * max(1, skipped + 1)
         if not inside.any():
             break
     capture.close()
     if engine is None:
         return Snapshot(time=0.0, started=0.0, interval=0.0), capture.problem
     return engine.tick(min(last, end)), capture.problem
+
+
+def _replay_ingest(engine: Engine, block: RecordBlock, settings: Settings) -> None:
+    batch = decode_block(block, dns_payloads=settings.dns)
+    if settings.interface is not None:
+        names = batch.interfaces.name
+        batch = batch.select(
+            np.fromiter((names(i) == settings.interface for i in batch.iface.tolist()),
+                        bool, len(batch))
+        )  # fmt: skip
+    engine.ingest(batch)
