@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from netoproc import __version__
 
 if TYPE_CHECKING:
+    from netoproc.ledger.recorder import Recorder
     from netoproc.session import LiveSession, Settings
     from netoproc.snapshot import Snapshot
 
@@ -130,6 +131,24 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="replay a pcap/pcapng file instead of capturing; packet times drive the clock",
     )
     parser.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="also record per-minute usage into this SQLite file (created 0600); "
+        "read it with `report`",
+    )
+    parser.add_argument(
+        "--ledger-only",
+        action="store_true",
+        help="record the ledger and show nothing, until SIGTERM/Ctrl-C (or --duration)",
+    )
+    parser.add_argument(
+        "--ledger-limit",
+        type=_in_range(float, 1.0, 1048576.0, " MiB"),
+        default=256.0,
+        metavar="MIB",
+        help="size bound of the ledger: oldest records go first (default: 256; 1 to 1048576)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="report capture start, drops and decode errors on stderr",
@@ -164,8 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if _debug() else logging.WARNING,
         format=f"{prog}: %(message)s",
     )
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run(prog, build_parser(prog).parse_args(argv))
+        if arguments[:1] == ["report"]:  # a subcommand, recognised only as the first argument
+            return _report(prog, arguments[1:])
+        return _run(prog, build_parser(prog).parse_args(arguments))
     except UsageError as exc:
         _say(sys.stderr, f"error: {exc}\nTry '{prog} --help' for more information.")
         return EXIT_USAGE
@@ -178,17 +200,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
 
 
+def _report(prog: str, argv: list[str]) -> int:
+    """`netoproc report ...`: reads the ledger; no root, no capture, no TUI."""
+    from netoproc.clock import SystemClock
+    from netoproc.ledger.report import ReportUsage, run
+    from netoproc.ledger.store import LedgerError
+
+    try:
+        run(prog, argv, SystemClock().now(), sys.stdout)
+        sys.stdout.flush()
+    except ReportUsage as exc:
+        _say(sys.stderr, f"error: {exc}\nTry '{prog} report --help' for more information.")
+        return EXIT_USAGE
+    except LedgerError as exc:
+        _say(sys.stderr, f"error: {exc}")
+        return EXIT_UNAVAILABLE
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _ledger_minute() -> float:
+    """Seconds in a ledger minute: 60. NETOP_LEDGER_MINUTE changes it for tests only."""
+    text = os.environ.get("NETOP_LEDGER_MINUTE", "")
+    try:
+        value = float(text) if text else 60.0
+    except ValueError:
+        return 60.0
+    return value if 0.5 <= value <= 3600 else 60.0
+
+
+def _open_recorder(prog: str, args: argparse.Namespace, later: list[str] | None) -> Recorder | None:
+    """The ledger's recorder, if --ledger; its problems go to stderr (or, in the
+    monitor, to `later`, printed when the terminal is back)."""
+    if args.ledger is None:
+        return None
+    from netoproc.ledger.recorder import Recorder
+    from netoproc.ledger.store import Limits
+
+    def say(line: str) -> None:
+        if later is not None:
+            later.append(f"{prog}: {line}")
+        else:
+            _say(sys.stderr, f"{prog}: {line}")
+
+    limits = Limits(limit_bytes=int(args.ledger_limit * (1 << 20)))
+    return Recorder(args.ledger, say, minute=_ledger_minute(), limits=limits)
+
+
 class _SessionSource:
     """A live session on its own thread, as the monitor's snapshot source."""
 
-    def __init__(self, session: LiveSession) -> None:
+    def __init__(self, session: LiveSession, recorder: Recorder | None = None) -> None:
         self.session = session
+        self.recorder = recorder
         self._thread: threading.Thread | None = None
 
     def start(self, deliver: Callable[[Snapshot], None], fail: Callable[[str], None]) -> None:
+        recorder = self.recorder
+
+        def tick(snapshot: Snapshot) -> None:
+            if recorder is not None:
+                recorder.offer(snapshot)
+            deliver(snapshot)
+
         def run() -> None:
             try:
-                self.session.run(None, on_tick=deliver)
+                self.session.run(None, on_tick=tick)
             except Exception as exc:  # the monitor exits and says why
                 fail(f"capture stopped: {type(exc).__name__}: {exc}")
 
@@ -202,7 +281,7 @@ class _SessionSource:
         self.session.close()
 
 
-def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+def _monitor(prog: str, args: argparse.Namespace, settings: Settings) -> int:
     """The full-screen monitor on the live network, or on a replayed file (`--read`)."""
     from netoproc.capture import CaptureUnavailable
     from netoproc.capture.pcapfile import CaptureFileError
@@ -232,11 +311,22 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
             _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
         source = StaticSource(snapshot)
     else:
+        later: list[str] = []
+        recorder = _open_recorder(prog, args, later)
         try:
-            source = _SessionSource(LiveSession(settings, SystemClock()))
+            source = _SessionSource(LiveSession(settings, SystemClock()), recorder)
         except CaptureUnavailable as exc:
+            if recorder is not None:
+                recorder.close()
             _say(sys.stderr, f"error: {exc}")
             return EXIT_UNAVAILABLE
+        try:
+            return run_monitor(source, options)
+        finally:
+            if recorder is not None:
+                recorder.close()
+            for line in later:  # the terminal is back: what the ledger had to say
+                _say(sys.stderr, line)
     return run_monitor(source, options)
 
 
@@ -250,6 +340,12 @@ def _run(prog: str, args: argparse.Namespace) -> int:
 
     if args.monitor and args.duration is not None:
         raise UsageError("--monitor and --duration exclude each other")
+    if args.ledger_only and args.ledger is None:
+        raise UsageError("--ledger-only needs --ledger FILE")
+    if args.ledger_only and args.monitor:
+        raise UsageError("--ledger-only and --monitor exclude each other")
+    if args.ledger is not None and args.read is not None:
+        raise UsageError("--ledger records the live network, not --read")
     settings = Settings(
         interface=args.interface,
         buffer_bytes=args.bpf_buffer,
@@ -257,13 +353,13 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         interval=args.interval,
         kernel_owners=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
     )
-    monitor = args.monitor or (args.duration is None and args.read is None)
+    monitor = args.monitor or (args.duration is None and args.read is None and not args.ledger_only)
 
     if args.read is None and os.geteuid() != 0:
         _say(sys.stderr, f"error: {prog} requires root privileges. Run with: sudo {prog}")
         return EXIT_NOT_ROOT
     if monitor:
-        return _monitor(args, settings)
+        return _monitor(prog, args, settings)
 
     write = FORMATS[args.format]
     if args.read is not None:
@@ -275,9 +371,12 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         if problem:
             _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
     else:
+        recorder = _open_recorder(prog, args, None)
         try:
             session = LiveSession(settings, SystemClock())
         except CaptureUnavailable as exc:
+            if recorder is not None:
+                recorder.close()
             _say(sys.stderr, f"error: {exc}")
             return EXIT_UNAVAILABLE
 
@@ -290,7 +389,10 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         def ready() -> None:
             if args.verbose:
                 where = args.interface or "all interfaces"
-                _say(sys.stderr, f"{prog}: capturing on {where} for {args.duration:g} s")
+                until = "until stopped" if args.duration is None else f"for {args.duration:g} s"
+                _say(sys.stderr, f"{prog}: capturing on {where} {until}")
+                if args.ledger is not None:
+                    _say(sys.stderr, f"{prog}: recording the ledger in {args.ledger}")
                 if session.platform is not None:
                     from netoproc.snapshot import owner_source_text
 
@@ -298,9 +400,17 @@ def _run(prog: str, args: argparse.Namespace) -> int:
                     _say(sys.stderr, f"{prog}: {owner_source_text(source, why)}")
 
         try:
-            snapshot = session.run(args.duration, on_ready=ready)
+            snapshot = session.run(
+                args.duration,
+                on_ready=ready,
+                on_tick=recorder.offer if recorder is not None else None,
+            )
+            if recorder is not None:
+                recorder.offer(snapshot)  # the last tick, after the capture drained
         finally:
             session.close()
+            if recorder is not None:
+                recorder.close()
     if args.verbose:
         h = snapshot.health
         _say(
@@ -311,6 +421,8 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             f"failed OS queries {h.platform_errors}"
             + (f"; owner events lost {h.owner_events_lost}" if h.owners == "eBPF" else ""),
         )
+    if args.ledger_only:
+        return EXIT_OK
     try:
         write(snapshot.filtered(args.filter), sys.stdout)
         sys.stdout.flush()

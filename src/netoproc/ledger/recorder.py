@@ -22,7 +22,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from netoproc.ledger.store import Limits, LedgerError, Store, explain
+from netoproc.ledger.store import LedgerError, Limits, Store, explain
 from netoproc.ledger.tally import Counts, Key, Tally
 from netoproc.snapshot import Snapshot
 
@@ -111,7 +111,7 @@ class Recorder:
     def _open(self, *, check_fds: bool) -> None:
         try:
             self._store = Store(self.path, self.limits, check_fds=check_fds)
-        except (OSError, LedgerError, Exception) as exc:
+        except Exception as exc:  # OSError, sqlite3.Error, LedgerError: one line
             self._problem(explain(self.path, exc))
 
     def _flush(self) -> None:
@@ -134,7 +134,11 @@ class Recorder:
             self.written_minutes += 1
         if self._paused is not None:
             self._paused = None
-            late = f"; {self.dropped_minutes} minutes could not be kept" if self.dropped_minutes else ""
+            late = (
+                f"; {self.dropped_minutes} minutes could not be kept"
+                if self.dropped_minutes
+                else ""
+            )
             self._say(f"ledger: {self.path}: recording again{late}")
 
     def _problem(self, error: LedgerError) -> None:

@@ -109,7 +109,9 @@ def _check_existing(path: str, fd: int) -> None:
         with contextlib.suppress(OSError):
             allowed.add(os.stat(os.path.dirname(os.path.abspath(path))).st_uid)
     if info.st_uid not in allowed:
-        raise LedgerError(f"{path}: owned by another user (uid {info.st_uid}); refused", lasting=True)
+        raise LedgerError(
+            f"{path}: owned by another user (uid {info.st_uid}); refused", lasting=True
+        )
 
 
 def _open_safely(path: str, *, create: bool) -> tuple[int, int]:
@@ -193,6 +195,9 @@ class Store:
             self._prepare()
             if check_fds:
                 _check_opened(path, before, expected)
+        except sqlite3.Error as exc:
+            db.close()
+            raise explain(path, exc) from None
         except BaseException:
             db.close()
             raise
