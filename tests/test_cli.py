@@ -45,6 +45,11 @@ def run(
         ["--monitor", "--duration", "5"],
         ["--duration"],
         ["extra-positional"],
+        ["--ledger-only"],
+        ["--ledger", "usage.db", "--read", "capture.pcap"],
+        ["--ledger", "usage.db", "--ledger-only", "--monitor"],
+        ["--ledger-limit", "0.5"],
+        ["--format", "json", "report"],  # `report` only as the first argument
     ],
 )
 def test_invalid_arguments_exit_3_with_one_clear_line(args: list[str]) -> None:
