@@ -97,7 +97,9 @@ def test_bad_arguments_exit_3_with_one_line(ledger: Path, args: list[str]) -> No
 def test_a_ledger_that_cannot_be_read_exits_2(tmp_path: Path) -> None:
     missing = run("--ledger", str(tmp_path / "none.db"))
     assert missing.returncode == 2
-    assert missing.stderr.splitlines() == [f"error: {tmp_path / 'none.db'}: No such file or directory"]
+    assert missing.stderr.splitlines() == [
+        f"error: {tmp_path / 'none.db'}: No such file or directory"
+    ]
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"\x00" * 100 + b"junk" * 2000)
     result = run("--ledger", str(junk))
