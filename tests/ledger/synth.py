@@ -63,7 +63,7 @@ class Desktop:
         n = self._next
         self._next += 1
         ref = ProcessRef(1000 + n % (self.names * 2), f"app-{n % self.names}", "alice")
-        return (n, ref, n % self.remotes, 1024 + n % 60000, t)
+        return (n, ref, (n * 7919) % self.remotes, 1024 + n % 60000, t)
 
     def tick(self, t: float) -> Snapshot:
         if not self._live:

@@ -125,7 +125,7 @@ def test_a_full_disk_pauses_recording_in_one_line_and_resumes(tmp_path: Path) ->
         desktop = Desktop(flows=100, names=100, remotes=100, churn=50)
         for m in range(400):
             recorder.offer(desktop.tick(T0 + 60.0 * m))
-            _wait(lambda m=m: recorder.written_minutes + len(recorder._pending) >= m)  # type: ignore[misc]
+            _wait(lambda m=m: recorder.written_minutes + len(recorder._pending) >= m)
             if lines:
                 break
         assert len(lines) == 1 and "database or disk is full" in lines[0], lines
