@@ -28,10 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from tests.ledger.synth import Desktop
+
 from netoproc.ledger.recorder import Recorder
 from netoproc.ledger.store import Store
 from netoproc.ledger.tally import Tally
-from tests.ledger.synth import Desktop
 
 T0 = 1_800_000_000 - 1_800_000_000 % 86400
 

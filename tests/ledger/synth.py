@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from netoproc.model import IPPROTO_TCP, ProcessRef, v4
@@ -63,7 +64,8 @@ class Desktop:
         n = self._next
         self._next += 1
         ref = ProcessRef(1000 + n % (self.names * 2), f"app-{n % self.names}", "alice")
-        return (n, ref, (n * 7919) % self.remotes, 1024 + n % 60000, t)
+        remote = random.Random(n).randrange(self.remotes)  # any name with any remote
+        return (n, ref, remote, 1024 + n % 60000, t)
 
     def tick(self, t: float) -> Snapshot:
         if not self._live:

@@ -116,9 +116,9 @@ def test_kill_9_loses_at_most_the_current_minute(tmp_path: Path) -> None:
 
 @needs_root
 def test_a_full_disk_pauses_recording_in_one_line_and_resumes(tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "small", "400k") as where:
+    with tmpfs(tmp_path / "small", "1m") as where:
         filler = where / "filler"
-        filler.write_bytes(b"\0" * (200 << 10))
+        filler.write_bytes(b"\0" * (700 << 10))
         lines: list[str] = []
         path = where / "l.db"
         recorder = Recorder(str(path), lines.append)

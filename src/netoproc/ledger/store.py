@@ -204,21 +204,23 @@ class Store:
 
     def _prepare(self) -> None:
         db = self.db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchall()[0][0]
         if version > SCHEMA_VERSION:
             raise LedgerError(
                 f"{self.path}: written by a newer netoproc (schema {version}, this one "
                 f"reads {SCHEMA_VERSION}); not touched",
                 lasting=True,
             )
-        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        check = db.execute("PRAGMA quick_check").fetchall()[0][0]
         if check != "ok":
             raise LedgerError(f"{self.path}: damaged ({check})", lasting=True)
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
         if str(mode).lower() != "wal":
             raise LedgerError(f"{self.path}: cannot use WAL mode ({mode})", lasting=False)
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash never corrupts, loses no commit
-        db.execute("PRAGMA journal_size_limit=4194304")
+        db.execute(
+            "PRAGMA synchronous=NORMAL"
+        ).fetchall()  # WAL: a crash never corrupts, loses no commit
+        db.execute("PRAGMA journal_size_limit=4194304").fetchall()
         if version < SCHEMA_VERSION:
             try:  # one transaction: the schema and its version together, or neither
                 db.executescript(
