@@ -219,7 +219,7 @@ def write_pretty(report: Report, out: TextIO) -> None:
     head += f"{'RX':>11}{'TX':>11}{'TOTAL':>11}  " + ("DAILY".ljust(len(report.days) + 2)
                                                       if daily else "")  # fmt: skip
     rule = "-" * (len(head) + BAR_WIDTH)
-    out.write(rule + "\n" + head + "\n" + rule + "\n")
+    out.write(rule + "\n" + head.rstrip() + "\n" + rule + "\n")
     largest = max((r.bytes for r in report.rows), default=0)
     for row in report.rows:
         line = "".join(f"{_cut(k, w):<{w}} " for k, w in zip(row.key, widths, strict=True))
@@ -227,7 +227,7 @@ def write_pretty(report: Report, out: TextIO) -> None:
                  f"{binary_size(row.bytes):>11}  ")  # fmt: skip
         if daily:
             line += sparkline([row.days.get(d, 0) for d in report.days]) + "  "
-        out.write(line + bar(row.bytes, largest) + "\n")
+        out.write((line + bar(row.bytes, largest)).rstrip() + "\n")
     rx = sum(r.counts[0] for r in report.rows)
     tx = sum(r.counts[1] for r in report.rows)
     out.write(rule + "\n")
