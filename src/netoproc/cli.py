@@ -8,6 +8,7 @@ NETOP_LOG=debug or RUST_LOG=debug).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -301,6 +302,12 @@ def _monitor(prog: str, args: argparse.Namespace, settings: Settings) -> int:
         debug=_debug(),
     )
     source: SnapshotSource
+    recorder = None
+    later: list[str] = []  # the ledger's lines, printed once the terminal is back
+    if args.read is None:
+        recorder = _open_recorder(prog, args, later)
+        if recorder is not None:
+            options = dataclasses.replace(options, notice=recorder.notice)
     if args.read is not None:
         try:
             snapshot, problem = replay(args.read, duration=None, settings=settings)
@@ -311,8 +318,6 @@ def _monitor(prog: str, args: argparse.Namespace, settings: Settings) -> int:
             _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
         source = StaticSource(snapshot)
     else:
-        later: list[str] = []
-        recorder = _open_recorder(prog, args, later)
         try:
             source = _SessionSource(LiveSession(settings, SystemClock()), recorder)
         except CaptureUnavailable as exc:

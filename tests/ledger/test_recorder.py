@@ -182,10 +182,12 @@ def test_a_lock_held_by_another_connection_pauses_recording(tmp_path: Path) -> N
     _feed(recorder, desktop, range(2, 4))
     _wait(lambda: len(lines) == 1)
     assert "database is locked" in lines[0] and "paused" in lines[0]
+    assert recorder.notice() == "ledger paused: database is locked"  # the monitor's status bar
     other.execute("COMMIT")
     other.close()
     _feed(recorder, desktop, range(4, 6))
     _wait(lambda: len(lines) == 2)
+    assert recorder.notice() == ""
     recorder.close()
     db = _check(path)
     assert db.execute("SELECT sum(rx_bytes) FROM minutes").fetchone()[0] == 6 * 10 * 1500

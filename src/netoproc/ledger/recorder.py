@@ -60,6 +60,14 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="netoproc-ledger", daemon=True)
         self._thread.start()
 
+    def notice(self) -> str:
+        """What the monitor's status bar says about the ledger: nothing while it records."""
+        if self.stopped is not None:
+            return "ledger stopped (see on exit)"
+        if self._paused is not None:
+            return "ledger paused: " + self._paused.rpartition(": ")[2]
+        return ""
+
     # session thread --------------------------------------------------------
 
     def offer(self, snapshot: Snapshot) -> None:
