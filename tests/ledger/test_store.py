@@ -217,3 +217,19 @@ def test_reading_a_missing_or_foreign_file_says_so(tmp_path: Path) -> None:
     sqlite3.connect(other).execute("CREATE TABLE t(x)").connection.close()
     with pytest.raises(LedgerError, match="not a netoproc ledger"), reading(str(other)):
         pass
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_root_recording_in_a_users_directory_makes_the_files_that_users(tmp_path: Path) -> None:
+    """`sudo netoproc --ledger ~/usage.db`: the user reads it without root."""
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    store = Store(str(home / "l.db"))
+    store.write(T0, {("a", "", "lo", "x"): (1, 1, 1, 1)})
+    for name in ("l.db", "l.db-wal", "l.db-shm"):
+        info = os.stat(home / name)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (65534, 0o600), name
+    store.close()
+    again = Store(str(home / "l.db"))  # the user's own file, in the user's directory: accepted
+    again.close()
