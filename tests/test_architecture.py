@@ -28,9 +28,20 @@ ALLOWED: dict[str, set[str]] = {
     "snapshot": {"model"},
     "engine": {"model", "decode", "capture", "snapshot"},
     "output": {"model", "snapshot"},
+    "ledger": {"model", "snapshot", "output"},
     "session": {"model", "clock", "capture", "decode", "platform", "engine", "snapshot"},
     "exporter": {"output", "snapshot", "model"},  # --listen: the HTTP side of the metrics
-    "cli": {"session", "output", "capture", "clock", "snapshot", "model", "tui", "exporter"},
+    "cli": {
+        "session",
+        "output",
+        "capture",
+        "clock",
+        "snapshot",
+        "model",
+        "tui",
+        "exporter",
+        "ledger",
+    },
     "tui": {"model", "snapshot", "output"},
     "__main__": {"cli"},
 }
@@ -90,3 +101,21 @@ def test_only_the_selectors_ask_which_os_this_is() -> None:
         if path not in allowed and "sys.platform" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_the_report_loads_neither_the_capture_nor_the_tui(tmp_path: Path) -> None:
+    """`netoproc report` reads the ledger as any user; it must not load what captures."""
+    code = (
+        "import sys\n"
+        "from netoproc.cli import main\n"
+        f"main(['report', '--ledger', {str(tmp_path / 'none.db')!r}])\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich', 'numpy')\n"
+        "          or m.startswith(('netoproc.capture', 'netoproc.session', 'netoproc.engine',\n"
+        "                           'netoproc.platform', 'netoproc.tui', 'netoproc.ebpf'))]\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "none.db" in result.stderr
+    assert result.stdout.strip() == ""

@@ -59,6 +59,11 @@ def run(
         ["--listen", "::1:9786"],
         ["--listen", "[::1]9786"],
         ["--listen", ":9786"],
+        ["--ledger-only"],
+        ["--ledger", "usage.db", "--read", "capture.pcap"],
+        ["--ledger", "usage.db", "--ledger-only", "--monitor"],
+        ["--ledger-limit", "0.5"],
+        ["--format", "json", "report"],  # `report` only as the first argument
     ],
 )
 def test_invalid_arguments_exit_3_with_one_clear_line(args: list[str]) -> None:

@@ -8,6 +8,7 @@ NETOP_LOG=debug or RUST_LOG=debug).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from netoproc import __version__
 
 if TYPE_CHECKING:
     from netoproc.exporter import Exporter
+    from netoproc.ledger.recorder import Recorder
     from netoproc.output.metrics import Metrics
     from netoproc.output.stream import StreamWriter
     from netoproc.session import LiveSession, Settings
@@ -185,6 +187,24 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="replay a pcap/pcapng file instead of capturing; packet times drive the clock",
     )
     parser.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="also record per-minute usage into this SQLite file (created 0600); "
+        "read it with `report`",
+    )
+    parser.add_argument(
+        "--ledger-only",
+        action="store_true",
+        help="record the ledger and show nothing, until SIGTERM/Ctrl-C (or --duration)",
+    )
+    parser.add_argument(
+        "--ledger-limit",
+        type=_in_range(float, 1.0, 1048576.0, " MiB"),
+        default=256.0,
+        metavar="MIB",
+        help="size bound of the ledger: oldest records go first (default: 256; 1 to 1048576)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="report capture start, drops and decode errors on stderr",
@@ -219,8 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if _debug() else logging.WARNING,
         format=f"{prog}: %(message)s",
     )
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run(prog, build_parser(prog).parse_args(argv))
+        if arguments[:1] == ["report"]:  # a subcommand, recognised only as the first argument
+            return _report(prog, arguments[1:])
+        return _run(prog, build_parser(prog).parse_args(arguments))
     except UsageError as exc:
         _say(sys.stderr, f"error: {exc}\nTry '{prog} --help' for more information.")
         return EXIT_USAGE
@@ -233,17 +256,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
 
 
+def _report(prog: str, argv: list[str]) -> int:
+    """`netoproc report ...`: reads the ledger; no root, no capture, no TUI."""
+    from netoproc.clock import SystemClock
+    from netoproc.ledger.report import ReportUsage, run
+    from netoproc.ledger.store import LedgerError
+
+    try:
+        run(prog, argv, SystemClock().now(), sys.stdout)
+        sys.stdout.flush()
+    except ReportUsage as exc:
+        _say(sys.stderr, f"error: {exc}\nTry '{prog} report --help' for more information.")
+        return EXIT_USAGE
+    except LedgerError as exc:
+        _say(sys.stderr, f"error: {exc}")
+        return EXIT_UNAVAILABLE
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _ledger_minute() -> float:
+    """Seconds in a ledger minute: 60. NETOP_LEDGER_MINUTE changes it for tests only."""
+    text = os.environ.get("NETOP_LEDGER_MINUTE", "")
+    try:
+        value = float(text) if text else 60.0
+    except ValueError:
+        return 60.0
+    return value if 0.5 <= value <= 3600 else 60.0
+
+
+def _open_recorder(prog: str, args: argparse.Namespace, later: list[str] | None) -> Recorder | None:
+    """The ledger's recorder, if --ledger; its problems go to stderr (or, in the
+    monitor, to `later`, printed when the terminal is back)."""
+    if args.ledger is None:
+        return None
+    from netoproc.ledger.recorder import Recorder
+    from netoproc.ledger.store import Limits
+
+    def say(line: str) -> None:
+        if later is not None:
+            later.append(f"{prog}: {line}")
+        else:
+            _say(sys.stderr, f"{prog}: {line}")
+
+    limits = Limits(limit_bytes=int(args.ledger_limit * (1 << 20)))
+    return Recorder(args.ledger, say, minute=_ledger_minute(), limits=limits)
+
+
 class _SessionSource:
     """A live session on its own thread, as the monitor's snapshot source."""
 
-    def __init__(self, session: LiveSession) -> None:
+    def __init__(self, session: LiveSession, recorder: Recorder | None = None) -> None:
         self.session = session
+        self.recorder = recorder
         self._thread: threading.Thread | None = None
 
     def start(self, deliver: Callable[[Snapshot], None], fail: Callable[[str], None]) -> None:
+        recorder = self.recorder
+
+        def tick(snapshot: Snapshot) -> None:
+            if recorder is not None:
+                recorder.offer(snapshot)
+            deliver(snapshot)
+
         def run() -> None:
             try:
-                self.session.run(None, on_tick=deliver)
+                self.session.run(None, on_tick=tick)
             except Exception as exc:  # the monitor exits and says why
                 fail(f"capture stopped: {type(exc).__name__}: {exc}")
 
@@ -257,7 +337,7 @@ class _SessionSource:
         self.session.close()
 
 
-def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+def _monitor(prog: str, args: argparse.Namespace, settings: Settings) -> int:
     """The full-screen monitor on the live network, or on a replayed file (`--read`)."""
     from netoproc.capture import CaptureUnavailable
     from netoproc.capture.pcapfile import CaptureFileError
@@ -277,6 +357,12 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
         debug=_debug(),
     )
     source: SnapshotSource
+    recorder = None
+    later: list[str] = []  # the ledger's lines, printed once the terminal is back
+    if args.read is None:
+        recorder = _open_recorder(prog, args, later)
+        if recorder is not None:
+            options = dataclasses.replace(options, notice=recorder.notice)
     if args.read is not None:
         try:
             snapshot, problem = replay(args.read, duration=None, settings=settings)
@@ -288,10 +374,19 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
         source = StaticSource(snapshot)
     else:
         try:
-            source = _SessionSource(LiveSession(settings, SystemClock()))
+            source = _SessionSource(LiveSession(settings, SystemClock()), recorder)
         except CaptureUnavailable as exc:
+            if recorder is not None:
+                recorder.close()
             _say(sys.stderr, f"error: {exc}")
             return EXIT_UNAVAILABLE
+        try:
+            return run_monitor(source, options)
+        finally:
+            if recorder is not None:
+                recorder.close()
+            for line in later:  # the terminal is back: what the ledger had to say
+                _say(sys.stderr, line)
     return run_monitor(source, options)
 
 
@@ -307,6 +402,12 @@ def _check_modes(args: argparse.Namespace) -> None:
         raise UsageError("--listen serves live metrics; it cannot replay --read")
     if args.view == "dns" and args.no_dns:
         raise UsageError("--view dns needs DNS capture: drop --no-dns")
+    if args.ledger_only and args.ledger is None:
+        raise UsageError("--ledger-only needs --ledger FILE")
+    if args.ledger_only and args.monitor:
+        raise UsageError("--ledger-only and --monitor exclude each other")
+    if args.ledger is not None and args.read is not None:
+        raise UsageError("--ledger records the live network, not --read")
 
 
 def _run(prog: str, args: argparse.Namespace) -> int:
@@ -322,7 +423,7 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         kernel_owners=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
         kernel_counts=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
     )
-    headless = args.format == "jsonl" or args.listen is not None
+    headless = args.format == "jsonl" or args.listen is not None or args.ledger_only
     monitor = args.monitor or (args.duration is None and args.read is None and not headless)
     if args.view is not None and monitor:
         raise UsageError("--view chooses the snapshot's or the stream's table, not the monitor's")
@@ -331,12 +432,12 @@ def _run(prog: str, args: argparse.Namespace) -> int:
         _say(sys.stderr, f"error: {prog} requires root privileges. Run with: sudo {prog}")
         return EXIT_NOT_ROOT
     if monitor:
-        return _monitor(args, settings)
+        return _monitor(prog, args, settings)
     return _headless(prog, args, settings)
 
 
 class _Outputs:
-    """What each tick feeds: the JSON-lines stream and the exporter's metrics."""
+    """What each tick feeds: the JSON-lines stream, the exporter's metrics, the ledger."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         # each imported only when used: a plain snapshot pays for neither
@@ -350,10 +451,13 @@ class _Outputs:
             from netoproc.output.metrics import Metrics
 
             self.metrics = Metrics(args.filter)
+        self.recorder: Recorder | None = None  # --ledger
         self.closed = False  # stdout's reader went away (`| head`)
         self.on_closed: Callable[[], None] = lambda: None
 
     def tick(self, snapshot: Snapshot) -> None:
+        if self.recorder is not None:
+            self.recorder.offer(snapshot)
         if self.metrics is not None:
             self.metrics.update(snapshot)
         if self.stream is not None and not self.closed:
@@ -403,6 +507,7 @@ def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
             except ListenError as exc:
                 _say(sys.stderr, f"error: {exc}")
                 return EXIT_UNAVAILABLE
+        outputs.recorder = _open_recorder(prog, args, None)
         try:
             try:
                 session = LiveSession(settings, SystemClock())
@@ -413,6 +518,8 @@ def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
         finally:
             if exporter is not None:
                 exporter.close()
+            if outputs.recorder is not None:
+                outputs.recorder.close()
     if args.verbose:
         h = snapshot.health
         _say(
@@ -430,7 +537,11 @@ def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
             _say(sys.stderr, f"{prog}: {flood_line(flood)}")
         for what, times in h.limits:
             _say(sys.stderr, f"{prog}: bound reached: {what}: {times}")
-    table = args.format != "jsonl" and (args.duration is not None or args.read is not None)
+    table = (
+        args.format != "jsonl"
+        and not args.ledger_only
+        and (args.duration is not None or args.read is not None)
+    )
     if table:
         try:
             writer(args.view or "process", args.format)(snapshot.filtered(args.filter), sys.stdout)
@@ -463,6 +574,8 @@ def _live(
             where = args.interface or "all interfaces"
             until = f"for {args.duration:g} s" if args.duration is not None else "until stopped"
             _say(sys.stderr, f"{prog}: capturing on {where} {until}")
+            if args.ledger is not None:
+                _say(sys.stderr, f"{prog}: recording the ledger in {args.ledger}")
             if exporter is not None:
                 _say(sys.stderr, f"{prog}: serving metrics on http://{exporter.address}/metrics")
             from netoproc.snapshot import counting_text, owner_source_text

@@ -24,6 +24,10 @@ SMOKE = [
     pytest.param(["bench/tui_refresh.py", "--processes", "50", "--connections", "200",
                   "--ticks", "3"], ["Process", "Connection"], id="tui_refresh"),
     pytest.param(["fuzz/run.py", "--inputs", "300"], ["peak RSS"], id="fuzz"),
+    pytest.param(["bench/ledger.py", "--flows", "300", "--names", "50", "--minutes", "3",
+                  "--days", "0.02", "--desk-flows", "30"],
+                 ["offer (session thread", "transaction", "database growth", "file on disk"],
+                 id="ledger"),
 ]  # fmt: skip
 LIVE_SMOKE = [
     pytest.param(["bench/live.py", "--quick"],

@@ -390,3 +390,19 @@ def test_snapshot_help_overlay(snap_compare: SnapCompare) -> None:
 
 def test_snapshot_too_small(snap_compare: SnapCompare) -> None:
     assert snap_compare(app_on(), terminal_size=(60, 20))
+
+
+async def test_a_notice_from_beside_the_capture_shows_in_the_status_bar() -> None:
+    """The ledger's state (paused on a full disk, say) while the monitor runs."""
+    said = ["ledger paused: database or disk is full"]
+    source = ManualSource()
+    app = make_app(source, MonitorOptions(notice=lambda: said[0]))
+    async with app.run_test(size=BIG) as pilot:
+        assert source.deliver is not None
+        source.deliver(monitor_snapshot())
+        await pilot.pause()
+        assert "ledger paused: database or disk is full" in status(app)
+        said[0] = ""
+        source.deliver(monitor_snapshot())
+        await pilot.pause()
+        assert "ledger" not in status(app)

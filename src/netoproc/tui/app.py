@@ -18,7 +18,7 @@ import asyncio
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, cast
 
@@ -58,6 +58,7 @@ class MonitorOptions:
     interval: float = 1.0
     interface: str | None = None  # --interface: the Interface view shows only this card
     debug: bool = False  # NETOP_LOG=debug: a crash shows Textual's full traceback
+    notice: Callable[[], str] | None = None  # a remark from beside the capture (the ledger's)
 
 
 class SnapshotArrived(Message):
@@ -226,7 +227,9 @@ class MonitorApp(App[None]):
                 total_connections=len(snapshot.connections) if snapshot else None,
                 health=snapshot.health if snapshot else None,
                 position=view.position(),
-                note="" if snapshot else "starting capture…",
+                note=(self.options.notice() if self.options.notice else "")
+                if snapshot
+                else "starting capture…",
             )
         )
 
