@@ -174,11 +174,22 @@ class Engine:
 
     def sight(self, sightings: Iterable[OwnerSighting]) -> None:
         """Processes the kernel saw using sockets: new flows take them first; flows
-        already made take them at the next tick."""
+        already made take them at the next tick. A connected socket now used by
+        another process (a socket passed on, or its ports taken again by a new
+        one) ends its flow at once: the kernel's word comes before the packets it
+        sent reach the engine, so they start a new flow under the new owner."""
         sightings = list(sightings)
-        if sightings:
-            self.sighted.add(sightings)
-            self._new_sightings = True
+        if not sightings:
+            return
+        self.sighted.add(sightings)
+        self._new_sightings = True
+        moved = self.sighted.moved()
+        if moved:
+            for flow in [f for f in self.flows.values() if f.key[1:] in moved]:
+                seen = self.sighted.match(flow.key)
+                if (flow.by_kernel and not flow.far and seen is not None and flow.owner
+                        and seen.process.pid != flow.owner.pid):  # fmt: skip
+                    self._retire(flow)  # its bytes so far stay with the process that moved them
 
     def ingest(self, batch: PacketBatch) -> list[FlowKey]:
         """Count a batch; return the new flows that need a socket lookup."""
@@ -427,29 +438,22 @@ class Engine:
         """Flows made before the kernel's word on their socket arrived take it now:
         it beats an owner guessed from the socket table (a pre-fork server's
         listener rather than the worker that served the connection), and a socket
-        of this namespace beats one at the far end that was reported first. A connected
-        socket another process has since used (a socket passed on) ends its flow:
-        the bytes so far stay with the process that moved them, and the next
-        packets start a new flow under the new owner."""
+        of this namespace beats one at the far end that was reported first."""
         if not self._new_sightings:
             return
         self._new_sightings = False
-        moved = self.sighted.moved()
         match = self.sighted.match
-        for flow in list(self.flows.values()):
-            key = flow.key
+        for flow in self.flows.values():
             if flow.by_kernel and not flow.far:
-                if moved and key[1:] in moved:
-                    seen = match(key)
-                    if seen and flow.owner is not None and seen.process.pid != flow.owner.pid:
-                        self._retire(flow)
-            elif flow.reason not in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
-                seen = match(key)
-                # a socket of this namespace, once reported, beats one at the far end
-                # (a local server's peer in a container may send before the server reads)
-                if seen is not None and not (flow.far and seen.far):
-                    flow.attribute(seen.process, None)
-                    flow.by_kernel, flow.far = True, seen.far
+                continue
+            if flow.reason in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
+                continue
+            seen = match(flow.key)
+            # a socket of this namespace, once reported, beats one at the far end
+            # (a local server's peer in a container may send before the server reads)
+            if seen is not None and not (flow.far and seen.far):
+                flow.attribute(seen.process, None)
+                flow.by_kernel, flow.far = True, seen.far
 
     # ticks -----------------------------------------------------------------
 
