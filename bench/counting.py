@@ -44,9 +44,11 @@ SETUP_DATAGRAMS = 1  # iperf3 opens each UDP stream with one datagram outside it
 
 
 def busy_jiffies() -> int:
+    """All CPUs' time running anything: user, nice, system, irq and softirq (not
+    idle, iowait, or the time a hypervisor took the CPU away: steal)."""
     with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return user + nice + system + irq + softirq
 
 
 def spawn(argv: list[str], env: dict[str, str] | None = None) -> int:
