@@ -1,6 +1,6 @@
 """The architecture, checked rather than hoped for.
 
-- Layers import only downwards (DESIGN.md "Layers"); the front ends never
+- Layers import only downwards (docs/ARCHITECTURE.md, "Layers"); the front ends never
   reach the capture, the platform or the engine.
 - Snapshot mode never loads the TUI toolkit.
 - Only `platform/__init__.py` and `capture/__init__.py` ask which OS this is.
