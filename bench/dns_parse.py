@@ -4,10 +4,10 @@
 
 The corpus is built once with dnspython: queries (some with EDNS) and
 responses with a CNAME chain and several A/AAAA records, name compression as
-dnspython writes it, the mix of the research corpus (research/python_deps.md
-section 2). Each parser runs over the corpus until `--messages` messages are
-parsed; best of `--repeat` runs, in CPU time of this process (other load on a
-shared machine does not count). `--dnspython` adds dnspython's own parser for
+dnspython writes it: the mix of messages a desktop resolver sees. Each
+parser runs over the corpus until `--messages` messages are parsed; best of
+`--repeat` runs, in CPU time of this process (other load on a shared machine
+does not count). `--dnspython` adds dnspython's own parser for
 comparison. A last row times the DNS engine: every query and its response
 go through `DnsTracker.observe` on their own client port, so each message is
 parsed and matched to its transaction (latency, answer, resolver statistics,

@@ -1,7 +1,7 @@
 """A recorded macOS kernel for the darwin capture, and BPF read buffers built by hand.
 
-Everything here is written from research/macos_apis.md, never from
-netoproc's own tables: ioctl numbers are the research's literal values
+Everything here is written from docs/MACOS.md, never from
+netoproc's own tables: ioctl numbers are the literal values in docs/MACOS.md
 (§2.3), BPF records follow §2.1/§2.2 (`struct bpf_hdr`: tv_sec, tv_usec,
 caplen @8, datalen @12, hdrlen @16; the next record at
 BPF_WORDALIGN(hdrlen + caplen)), ifreq/ifdrv/if_descreq/pktap_filter follow
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# ioctl numbers, research §2.3 (BIOCGIFATTACHCOUNT: xnu bpf.h _IOWR('B', 125, struct ifreq),
+# ioctl numbers, docs/MACOS.md §2.3 (BIOCGIFATTACHCOUNT: xnu bpf.h _IOWR('B', 125, struct ifreq),
 # worked out by hand: 0xC0000000 | 32 << 16 | 0x42 << 8 | 125)
 BIOCGBLEN = 0x40044266
 BIOCSBLEN = 0xC0044266

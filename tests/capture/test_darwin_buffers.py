@@ -1,10 +1,10 @@
 """BPF read buffers, as a Mac's kernel fills them, to decoded packets.
 
 Buffers are assembled by `darwin_kernel.bpf_record` from the documented
-`bpf_hdr` layout (research §2.1/§2.2) around tcpdump's PKTAP reference
+`bpf_hdr` layout (docs/MACOS.md §2.1/§2.2) around tcpdump's PKTAP reference
 captures and around frames from `tests.builders` (PKTAP headers from xnu's
 pktap.h). Expected values come from tcpdump's reading of the captures
-(`tests.witness`), from the header bytes at the research's offsets, and
+(`tests.witness`), from the header bytes at docs/MACOS.md's offsets, and
 from the scalar decoder, which is the reference for every PKTAP record.
 """
 
@@ -75,7 +75,7 @@ def test_records_are_found_at_their_word_aligned_starts() -> None:
     buffer = bpf_buffer(*records)
     expected = list(np.cumsum([0] + [len(r) for r in records[:-1]]))
     assert bpf_darwin.record_starts(buffer, len(buffer)) == expected
-    # 18 + 1 -> 20, 20 + 2 -> 24, 18 + 75 -> 96: the padding research §2.2 describes
+    # 18 + 1 -> 20, 20 + 2 -> 24, 18 + 75 -> 96: the padding docs/MACOS.md §2.2 describes
     assert expected == [0, 20, 44, 140]
 
 
@@ -108,7 +108,7 @@ def test_a_cut_buffer_still_gives_its_whole_records() -> None:
 def test_tcpdumps_pktap_captures_in_a_bpf_buffer(name: str) -> None:
     """tcpdump's PKTAP samples, three times over in one buffer.
 
-    tcpdump reads the frame; the header bytes at research §1.3's offsets give
+    tcpdump reads the frame; the header bytes at docs/MACOS.md §1.3's offsets give
     the rest: ifname "en0" at 12, flags 0x2 (PTH_FLAG_DIR_OUT) at 36, pid
     0x200 = 512 at 52 and an all-zero pth_comm at 56 (no name).
     """
@@ -148,7 +148,7 @@ def test_v1_and_v2_loopback_and_delegated_records_in_one_buffer() -> None:
                    comm="curl"),
         b.pktap_v2(b.ethernet(TCP_SYN), ifname="utun3", flags=b.PTH_FLAG_DIR_IN, pid=88,
                    comm="ssh"),
-        # loopback: DLT_NULL with the 4-byte family in host order (research §1.6)
+        # loopback: DLT_NULL with the 4-byte family in host order (docs/MACOS.md §1.6)
         b.pktap_v1(b.null(DNS_V6), dlt=DLT_NULL, ifname="lo0", flags=b.PTH_FLAG_DIR_OUT,
                    pid=77, comm="mDNSResponder"),
         b.pktap_v1(b.ethernet(TCP_SYN), ifname="en0",
@@ -173,12 +173,14 @@ def test_pktap_headers_are_stripped_by_their_length_not_a_fixed_size() -> None:
     records = [bpf_record(b.pktap_v1(b.ethernet(TCP_SYN), pid=n, length=n)) for n in lengths]
     block = pktap_block(bpf_buffer(*records), InterfaceTable())
     starts = np.cumsum([0] + [len(r) for r in records[:-1]])
-    assert block.offset.tolist() == (starts + 20 + lengths).tolist()  # bh_hdrlen 20, research §2.1
+    assert (
+        block.offset.tolist() == (starts + 20 + lengths).tolist()
+    )  # bh_hdrlen 20, docs/MACOS.md §2.1
     assert decode_block(block).pid.tolist() == lengths
 
 
 def test_the_moved_ipproto_field_is_never_trusted() -> None:
-    """xnu-11417 moved pth_ipproto to 73 (research §1.3); garbage there changes nothing."""
+    """xnu-11417 moved pth_ipproto to 73 (docs/MACOS.md §1.3); garbage there changes nothing."""
     record = bytearray(b.pktap_v1(b.ethernet(TCP_SYN), pid=9))
     record[73] = 17  # "UDP"
     record[112:116] = b"\x11\0\0\0"  # the old location

@@ -1,6 +1,6 @@
 """The darwin capture against a recorded kernel: devices, the PKTAP clone, reads, cleanup.
 
-`FakeBpfKernel` decodes every ioctl by the research's numbers and layouts
+`FakeBpfKernel` decodes every ioctl by docs/MACOS.md's numbers and layouts
 (§1.7, §2.3) and refuses what xnu refuses (BIOCSBLEN or BIOCSWANTPKTAP
 after BIOCSETIF, a read of the wrong size, BIOCSETIF on an unknown
 interface), so these tests check the capture asks the kernel the right
@@ -45,11 +45,11 @@ PKTAP_BUFFER = bpf_buffer(
     bpf_record(b.pktap_v1(b.null(SYN), dlt=DLT_NULL, ifname="lo0", flags=b.PTH_FLAG_DIR_IN,
                           pid=88, comm="nginx")),
 )  # fmt: skip
-DESCRIPTION = b"libpcap auto cloned device"  # Apple libpcap's mark (research §1.7)
+DESCRIPTION = b"libpcap auto cloned device"  # Apple libpcap's mark (docs/MACOS.md §1.7)
 
 
 def _filters(raw: bytes) -> list[tuple[int, int, bytes]]:
-    """struct pktap_filter[8] (research §1.7): op, param, then the 24-byte union."""
+    """struct pktap_filter[8] (docs/MACOS.md §1.7): op, param, then the 24-byte union."""
     assert len(raw) == 8 * 32
     return [struct.unpack_from("<II24s", raw, i * 32) for i in range(8)]
 
@@ -78,7 +78,7 @@ def test_pktap_capture_reads_decodes_and_cleans_up(caplog: pytest.LogCaptureFixt
     capture = open_capture(None, 1 << 20, True, kernel)
     with caplog.at_level(logging.DEBUG, "netoproc"):
         (block,) = capture.read(0.01)
-    # what a first run on a new macOS shows with NETOP_LOG=debug (research §9 item 1)
+    # what a first run on a new macOS shows with NETOP_LOG=debug (docs/MACOS.md §9 item 1)
     assert "first PKTAP header: pth_length 156, flags 0x2, dlt 1, interface en0" in caplog.text
     batch = decode_block(block)
     assert batch.pid.tolist() == [501, 88]

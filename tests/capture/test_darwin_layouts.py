@@ -1,6 +1,6 @@
-"""The darwin capture's ioctl numbers and kernel structures, against research/macos_apis.md.
+"""The darwin capture's ioctl numbers and kernel structures, against docs/MACOS.md.
 
-Every expected number below is copied from the research notes (section in
+Every expected number below is copied from docs/MACOS.md (section in
 the comment), which computed them from xnu's headers independently of this
 code; a transcription slip in `capture/bpf_darwin.py` shows up as a mismatch.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from netoproc.capture import bpf_darwin as k
 
-# research §2.3 (LP64, computed from _IOC in xnu bsd/sys/ioccom.h)
+# docs/MACOS.md §2.3 (LP64, computed from _IOC in xnu bsd/sys/ioccom.h)
 IOCTLS = {
     "BIOCGBLEN": 0x40044266,
     "BIOCSBLEN": 0xC0044266,
@@ -34,12 +34,12 @@ IOCTLS = {
 
 
 @pytest.mark.parametrize(("name", "value"), IOCTLS.items())
-def test_ioctl_numbers_are_the_researched_values(name: str, value: int) -> None:
+def test_ioctl_numbers_are_the_documented_values(name: str, value: int) -> None:
     assert getattr(k, name) == value
 
 
 def test_attach_count_ioctl() -> None:
-    # not in the research table: xnu bsd/net/bpf.h _IOWR('B', 125, struct ifreq), by hand
+    # xnu bsd/net/bpf.h _IOWR('B', 125, struct ifreq), computed by hand
     by_hand = 0xC0000000 | 32 << 16 | ord("B") << 8 | 125
     assert by_hand == k.BIOCGIFATTACHCOUNT
 
@@ -49,7 +49,7 @@ def _layout(struct: type[ctypes.Structure]) -> dict[str, int]:
 
 
 def test_bpf_hdr() -> None:
-    # research §2.1: timeval32 at 0, caplen 8, datalen 12, hdrlen 16; sizeof 20
+    # docs/MACOS.md §2.1: timeval32 at 0, caplen 8, datalen 12, hdrlen 16; sizeof 20
     assert _layout(k.BpfHdr) == {"bh_tstamp": 0, "bh_caplen": 8, "bh_datalen": 12, "bh_hdrlen": 16}
     assert ctypes.sizeof(k.BpfHdr) == 20
     assert k.SIZEOF_BPF_HDR == 18
@@ -87,7 +87,7 @@ def test_pktap_filter() -> None:
 
 
 def test_pktap_v1_header() -> None:
-    # research §1.3, xnu-11417.101.15
+    # docs/MACOS.md §1.3, xnu-11417.101.15
     assert _layout(k.PktapHeader) == {
         "pth_length": 0, "pth_type_next": 4, "pth_dlt": 8, "pth_ifname": 12, "pth_flags": 36,
         "pth_protocol_family": 40, "pth_frame_pre_length": 44, "pth_frame_post_length": 48,
@@ -100,7 +100,7 @@ def test_pktap_v1_header() -> None:
 
 
 def test_pktap_v2_header() -> None:
-    # research §1.4
+    # docs/MACOS.md §1.4
     assert _layout(k.PktapV2Header) == {
         "pth_length": 0, "pth_uuid_offset": 1, "pth_e_uuid_offset": 2, "pth_ifname_offset": 3,
         "pth_comm_offset": 4, "pth_e_comm_offset": 5, "pth_dlt": 6, "pth_frame_pre_length": 8,
@@ -111,12 +111,12 @@ def test_pktap_v2_header() -> None:
 
 
 def test_pktap_flags_and_link_types() -> None:
-    # research §1.5 and §1.2
+    # docs/MACOS.md §1.5 and §1.2
     assert (k.PTH_FLAG_DIR_IN, k.PTH_FLAG_DIR_OUT, k.PTH_FLAG_PROC_DELEGATED) == (1, 2, 4)
     assert k.PTH_FLAG_V2_HDR == 0x80000
     assert (k.DLT_NULL, k.DLT_EN10MB, k.DLT_RAW, k.DLT_PKTAP) == (0, 1, 12, 149)
 
 
 def test_wordalign() -> None:
-    # research §2.2: BPF_WORDALIGN(x) = ((x)+3) & ~3
+    # docs/MACOS.md §2.2: BPF_WORDALIGN(x) = ((x)+3) & ~3
     assert [k.wordalign(n) for n in (0, 1, 3, 4, 5, 174)] == [0, 4, 4, 4, 8, 176]

@@ -1,7 +1,7 @@
-"""macOS kernel buffers built from research/macos_apis.md's documented layouts, and a
+"""macOS kernel buffers built from docs/MACOS.md's documented layouts, and a
 recorded kernel that serves them to `platform.darwin`.
 
-Offsets are the research's (section in each comment), never netoproc's
+Offsets are docs/MACOS.md's (section in each comment), never netoproc's
 ctypes classes, so a slip in either side shows. Addresses are text.
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from netoproc.model import ProcessRef
 
-# -- pcblist_n (research §4.1) ---------------------------------------------------
+# -- pcblist_n (docs/MACOS.md §4.1) ---------------------------------------------------
 
 XSO_SOCKET, XSO_RCVBUF, XSO_SNDBUF, XSO_STATS, XSO_INPCB, XSO_TCPCB = 1, 2, 4, 8, 0x10, 0x20
 INP_IPV4, INP_IPV6 = 1, 2
-SOF_DELEGATED = 0x10000000  # xnu bsd/sys/socketvar.h (not in the research notes)
+SOF_DELEGATED = 0x10000000  # xnu bsd/sys/socketvar.h (not in docs/MACOS.md)
 SO_FLAGS_AT = 84  # xsocket_n: so_flags follows the u64 so_gencnt at 76 (xnu socketvar.h)
 TCPS = {"CLOSED": 0, "LISTEN": 1, "SYN_SENT": 2, "ESTABLISHED": 4, "TIME_WAIT": 10}
 
@@ -99,7 +99,7 @@ def pcblist(proto: int, pcbs: Sequence[Pcb], gen: int = 100) -> bytes:
     return xinpgen(len(pcbs), gen) + body + xinpgen(len(pcbs), gen)
 
 
-# -- libproc (research §3.1/§3.2) -------------------------------------------------
+# -- libproc (docs/MACOS.md §3.1/§3.2) -------------------------------------------------
 
 PROX_FDTYPE_VNODE, PROX_FDTYPE_SOCKET = 1, 2
 SOCKINFO_IN, SOCKINFO_TCP, SOCKINFO_UN = 1, 2, 3
@@ -114,7 +114,7 @@ def socket_fdinfo(
     proto: int, local: str, lport: int, remote: str = "0.0.0.0", rport: int = 0,
     *, state: str | None = None, family: int | None = None,
 ) -> bytes:  # fmt: skip
-    """struct socket_fdinfo (792 B) at the absolute offsets of research §3.2."""
+    """struct socket_fdinfo (792 B) at the absolute offsets of docs/MACOS.md §3.2."""
     buf = bytearray(792)
     vflag, laddr = _in6(local)
     _rflag, raddr = _in6(remote)
@@ -130,7 +130,7 @@ def socket_fdinfo(
     return bytes(buf)
 
 
-# -- ifmibdata (research §6) -----------------------------------------------------------
+# -- ifmibdata (docs/MACOS.md §6) -----------------------------------------------------------
 
 IFF_UP = 0x1
 IFT_ETHER, IFT_LOOP, IFT_OTHER, IFT_BRIDGE, IFT_PKTAP = 0x06, 0x18, 0x01, 0xD1, 0xFE
@@ -152,7 +152,7 @@ def ifmibdata(
     return bytes(buf)
 
 
-# -- command output (research §5.1, §6) ------------------------------------------------
+# -- command output (docs/MACOS.md §5.1, §6) ------------------------------------------------
 
 SCUTIL_DNS = """\
 DNS configuration
@@ -221,7 +221,14 @@ VLAN Configurations
 
 # -- the recorded kernel -----------------------------------------------------------------
 
-IFALLDATA_MIB = (4, 18, 0, 3, 0, 1)  # research §6: CTL_NET, PF_LINK, 0, IFMIB_IFALLDATA, 0, GENERAL
+IFALLDATA_MIB = (
+    4,
+    18,
+    0,
+    3,
+    0,
+    1,
+)  # docs/MACOS.md §6: CTL_NET, PF_LINK, 0, IFMIB_IFALLDATA, 0, GENERAL
 
 
 @dataclass

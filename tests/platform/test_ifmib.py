@@ -1,4 +1,4 @@
-"""ifalldata (struct ifmibdata per interface) built from research §6, parsed."""
+"""ifalldata (struct ifmibdata per interface) built from docs/MACOS.md §6, parsed."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 
 from netoproc.platform.darwin_structs import KernelDataError
 from netoproc.platform.ifmib import IFALLDATA_MIB, IfData64, IfMibData, parse_ifalldata
-from tests.platform.darwin_buffers import IFALLDATA_MIB as RESEARCH_MIB
+from tests.platform.darwin_buffers import IFALLDATA_MIB as DOCUMENTED_MIB
 from tests.platform.darwin_buffers import IFT_ETHER, IFT_LOOP, ifmibdata
 
 
-def test_layouts_are_the_researched_ones() -> None:
-    # research §6: if_data64 128 B (pack 4); ifmibdata 180 B with ifmd_data at 52
+def test_layouts_are_the_documented_ones() -> None:
+    # docs/MACOS.md §6: if_data64 128 B (pack 4); ifmibdata 180 B with ifmd_data at 52
     assert (ctypes.sizeof(IfData64), ctypes.sizeof(IfMibData)) == (128, 180)
     assert IfMibData.ifmd_data.offset == 52
     data = {"ifi_ipackets": 24, "ifi_ierrors": 32, "ifi_opackets": 40, "ifi_oerrors": 48,
@@ -21,7 +21,7 @@ def test_layouts_are_the_researched_ones() -> None:
             "ifi_omcasts": 88, "ifi_iqdrops": 96, "ifi_noproto": 104,
             "ifi_lastchange_sec": 120}  # fmt: skip
     assert {n: getattr(IfData64, n).offset for n in data} == data
-    assert IFALLDATA_MIB == RESEARCH_MIB
+    assert IFALLDATA_MIB == DOCUMENTED_MIB
 
 
 def test_counters_are_64_bit() -> None:

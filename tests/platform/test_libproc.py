@@ -1,4 +1,4 @@
-"""libproc records (PROC_PIDLISTFDS, PROC_PIDFDSOCKETINFO) built from research §3.2, parsed."""
+"""libproc records (PROC_PIDLISTFDS, PROC_PIDFDSOCKETINFO) built from docs/MACOS.md §3.2, parsed."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tests.platform.darwin_buffers import (
 )
 
 
-def test_layouts_are_the_researched_ones() -> None:
-    # research §3.2 (computed, LP64)
+def test_layouts_are_the_documented_ones() -> None:
+    # docs/MACOS.md §3.2 (computed, LP64)
     sizes = {
         lp.ProcFdInfo: 8, lp.ProcFileInfo: 24, lp.VinfoStat: 136, lp.SockbufInfo: 24,
         lp.InSockinfo: 80, lp.TcpSockinfo: 120, lp.UnSockinfo: 528, lp.SocketInfo: 768,

@@ -1,4 +1,4 @@
-"""`networksetup -listallhardwareports` output (research §6's block format), parsed."""
+"""`networksetup -listallhardwareports` output (docs/MACOS.md §6's block format), parsed."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""pcblist_n tables, built from research §4.1's documented layouts, parsed.
+"""pcblist_n tables, built from docs/MACOS.md §4.1's documented layouts, parsed.
 
 Expected values are the inputs the buffers were built from, with the
-research's unit rules: t_srtt is ms x 32, t_rttvar ms x 16; state names are
+docs/MACOS.md's unit rules: t_srtt is ms x 32, t_rttvar ms x 16; state names are
 xnu's tcpstates[] (tcp_fsm.h), which netstat prints.
 """
 
@@ -29,8 +29,8 @@ def _offsets(struct: type[ctypes.Structure], *names: str) -> list[int]:
     return [getattr(struct, name).offset for name in names]
 
 
-def test_layouts_are_the_researched_ones() -> None:
-    # research §4.1 (computed with #pragma pack(4) from xnu in_pcb.h, socketvar.h, tcp_var.h)
+def test_layouts_are_the_documented_ones() -> None:
+    # docs/MACOS.md §4.1 (computed with #pragma pack(4) from xnu in_pcb.h, socketvar.h, tcp_var.h)
     sizes = [ctypes.sizeof(s) for s in (XInpGen, XInpcbN, XSocketN, XSockbufN, XSockstatN,
                                          XTcpcbN)]  # fmt: skip
     assert sizes == [24, 104, 104, 32, 136, 204]
@@ -50,8 +50,8 @@ def test_layouts_are_the_researched_ones() -> None:
     ) == [36, 40, 100, 128, 132, 136, 140, 144, 148, 152]  # fmt: skip
 
 
-def test_item_sizes_match_the_research() -> None:
-    # research §4.1: "TCP item = 616 B, UDP item = 408 B"
+def test_item_sizes_match_the_documented_ones() -> None:
+    # docs/MACOS.md §4.1: "TCP item = 616 B, UDP item = 408 B"
     assert len(pcb_item(6, Pcb("192.0.2.1", 1))) == 616
     assert len(pcb_item(17, Pcb("192.0.2.1", 1))) == 408
 

@@ -1,4 +1,4 @@
-"""`scutil --dns` text in the format of research §5.1 (configd dnsinfo_logging.h), parsed."""
+"""`scutil --dns` text in the format of docs/MACOS.md §5.1 (configd dnsinfo_logging.h), parsed."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 structures, and the walk of a BPF read buffer.
 
 Pure (no I/O, no macOS library), so every layout here is checked on Linux
-against research/macos_apis.md. Sources, all xnu-11417.101.15 unless noted:
+against docs/MACOS.md. Sources, all xnu-11417.101.15 unless noted:
 
 - ioctl encoding: `bsd/sys/ioccom.h` (`_IOC`); BPF ioctls: `bsd/net/bpf.h`;
   interface ioctls: `bsd/sys/sockio.h`, `bsd/sys/sockio_private.h`.
@@ -166,7 +166,7 @@ PktapFilters = PktapFilter * PKTAP_MAX_FILTERS
 class PktapHeader(Struct):
     """`struct pktap_header` (v1) as of xnu-11417; older kernels write a prefix of it.
 
-    `pth_ipproto` moved in xnu-11417 (research §1.3): never read it.
+    `pth_ipproto` moved in xnu-11417 (docs/MACOS.md §1.3): never read it.
     """
 
     _fields_ = (
@@ -270,7 +270,7 @@ LINKTYPE_OF_DLT = {
     DLT_RAW: LINKTYPE_DLT_RAW_12,
 }
 
-# Loopback and utun headers carry the address family in host order (research §2.4).
+# Loopback and utun headers carry the address family in host order (docs/MACOS.md §2.4).
 AF_INET = 2
 AF_INET6_DARWIN = 30
 

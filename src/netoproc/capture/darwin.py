@@ -1,6 +1,6 @@
 """macOS live capture: BPF devices reading a cloned PKTAP interface.
 
-PKTAP (research/macos_apis.md §1) puts a header in front of every packet on
+PKTAP (docs/MACOS.md §1) puts a header in front of every packet on
 every chosen interface, loopback included, naming the interface, the
 direction and the process that owns the socket (the delegating app when a
 daemon acts for one). This module clones a `pktapN` interface (or adopts one

@@ -2,7 +2,7 @@
 
 The layouts themselves live with their parsers (`pcblist`, `libproc`,
 `ifmib`), transcribed from xnu's headers; their sizes and offsets are
-asserted against research/macos_apis.md in the tests. Every Mac is
+asserted against docs/MACOS.md in the tests. Every Mac is
 little-endian, so the structures are too, whatever machine runs the tests.
 """
 

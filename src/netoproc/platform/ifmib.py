@@ -3,7 +3,7 @@
 `{CTL_NET, PF_LINK, NETLINK_GENERIC, IFMIB_IFALLDATA, 0, IFDATA_GENERAL}`
 returns one `struct ifmibdata` per interface with full 64-bit counters
 (`if_data64`), unlike getifaddrs and NET_RT_IFLIST2, which third-party
-programs get truncated to 32 bits and rounded to 1 KiB (research §6).
+programs get truncated to 32 bits and rounded to 1 KiB (docs/MACOS.md §6).
 
 Layouts (xnu-11417.101.15): `struct ifmibdata` and the MIB numbers in
 `bsd/net/if_mib.h`; `struct if_data64` (`#pragma pack(4)`, `timeval32` on

@@ -1,6 +1,6 @@
 """Friendly interface names on macOS: `networksetup -listallhardwareports`, parsed.
 
-The output is blocks separated by blank lines (research §6; networksetup
+The output is blocks separated by blank lines (docs/MACOS.md §6; networksetup
 is closed source, the format is from its output)::
 
     Hardware Port: Wi-Fi

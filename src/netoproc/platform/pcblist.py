@@ -14,7 +14,7 @@ process it acts for, and TCP's smoothed RTT. Sources (xnu-11417.101.15):
   a closing `xinpgen` (`get_pcblist_n` in `bsd/netinet/in_pcblist.c`).
   Walked by length and kind as netstat does (network_cmds `inet.c`
   `protopr`), never by a fixed item size.
-- RTT units (`tcp_var.h`, research §4.1): `t_srtt` is milliseconds x 32,
+- RTT units (`tcp_var.h`, docs/MACOS.md §4.1): `t_srtt` is milliseconds x 32,
   `t_rttvar` milliseconds x 16. There is no cumulative retransmit counter
   (`t_rxtshift` is the current back-off), so none is reported.
 """
