@@ -142,7 +142,7 @@ def loss(hosts: TwoHosts, seconds: int) -> str:
 def tick_times(flows: int, ticks: int = 8) -> tuple[float, float]:
     """(median tick ms, median ms to take the kernel's counts) with `flows` flows,
     each its own process, every one moving every tick."""
-    from netoproc.capture.records import CounterBatch, InterfaceTable
+    from netoproc.capture.records import CounterBatch, FlowColumns, InterfaceTable
     from netoproc.engine import Engine
     from netoproc.model import IPPROTO_TCP, OwnerSighting, ProcessRef
 
@@ -155,15 +155,17 @@ def tick_times(flows: int, ticks: int = 8) -> tuple[float, float]:
     engine.sight([OwnerSighting(IPPROTO_TCP, local, p, r, 443, ProcessRef(100_000 + i, f"p{i}"))
                   for i, (p, r) in enumerate(pairs)])  # fmt: skip
     zeros = np.zeros(flows, np.int64)
+    key = FlowColumns(
+        iface=np.ones(flows, np.int64), proto=np.full(flows, IPPROTO_TCP, np.int64),
+        l_hi=np.zeros(flows, np.uint64), l_lo=np.full(flows, local, np.uint64),
+        lport=ports.astype(np.int64), r_hi=np.zeros(flows, np.uint64),
+        r_lo=remotes.astype(np.uint64), rport=np.full(flows, 443, np.int64),
+    )  # fmt: skip
     times: list[float] = []
     ingest: list[float] = []
     for k in range(ticks):
         batch = CounterBatch(
-            iface=np.ones(flows, np.int64), proto=np.full(flows, IPPROTO_TCP, np.int64),
-            l_hi=np.zeros(flows, np.uint64), l_lo=np.full(flows, local, np.uint64),
-            lport=ports.astype(np.int64), r_hi=np.zeros(flows, np.uint64),
-            r_lo=remotes.astype(np.uint64), rport=np.full(flows, 443, np.int64),
-            rx_bytes=np.full(flows, 1500), tx_bytes=np.full(flows, 52),
+            key=key, rx_bytes=np.full(flows, 1500), tx_bytes=np.full(flows, 52),
             rx_packets=np.ones(flows, np.int64), tx_packets=np.ones(flows, np.int64),
             first_ts=np.full(flows, k + 0.5), last_ts=np.full(flows, k + 0.9),
             retransmits=zeros, segments_sent=zeros, peer_retransmits=zeros, dup_acks=zeros,

@@ -71,7 +71,7 @@ def _flows(batches: list[CounterBatch]) -> dict[tuple[int, int, int], np.ndarray
     out: dict[tuple[int, int, int], np.ndarray] = {}
     for b in batches:
         for i in range(len(b)):
-            key = (int(b.proto[i]), int(b.lport[i]), int(b.rport[i]))
+            key = (int(b.key.proto[i]), int(b.key.lport[i]), int(b.key.rport[i]))
             row = np.array([b.rx_bytes[i], b.tx_bytes[i], b.rx_packets[i], b.tx_packets[i]])
             out[key] = out.get(key, np.zeros(4, np.int64)) + row
     return out
@@ -154,7 +154,7 @@ def test_tcp_data_is_counted_and_control_segments_passed_up(
                     got += len(peer.recv(4096))
         time.sleep(0.05)
     batch, rtt = counter.take(0.0)
-    tcp = [i for i in range(len(batch)) if batch.proto[i] == IPPROTO_TCP]
+    tcp = [i for i in range(len(batch)) if batch.key.proto[i] == IPPROTO_TCP]
     assert len(tcp) == 2  # the client's side and the server's
     sent = [i for i in tcp if batch.segments_sent[i] > 0]
     assert len(sent) == 1 and batch.segments_sent[sent[0]] == 20
@@ -184,7 +184,11 @@ def test_a_full_counter_map_passes_packets_up_and_counts_them() -> None:
         time.sleep(0.05)
         batch = counter.take(0.0)[0]
         ports = {receiver.getsockname()[1]}
-        mine = [i for i in range(len(batch)) if ports & {int(batch.lport[i]), int(batch.rport[i])}]
+        mine = [
+            i
+            for i in range(len(batch))
+            if ports & {int(batch.key.lport[i]), int(batch.key.rport[i])}
+        ]
         counted = int(batch.rx_packets[mine].sum() + batch.tx_packets[mine].sum())
         passed = _passed_up(sock, ports)
         assert len(batch) == 8  # full

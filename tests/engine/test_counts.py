@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netoproc.capture.records import CounterBatch, InterfaceTable, RttSamples
+from netoproc.capture.records import CounterBatch, FlowColumns, InterfaceTable, RttSamples
 from netoproc.engine import Engine
 from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, FlowKey, parse_addr
 from netoproc.snapshot import Traffic
@@ -28,11 +28,13 @@ def counts(*rows: tuple[int, str, int, str, int, int, int, int, int], **tcp: int
 
     l_hi, l_lo = zip(*(_halves(row[1]) for row in rows), strict=True)
     r_hi, r_lo = zip(*(_halves(row[3]) for row in rows), strict=True)
-    return CounterBatch(
+    key = FlowColumns(
         iface=np.full(n, ETH0, np.int64), proto=column(0),
         l_hi=np.array(l_hi, np.uint64), l_lo=np.array(l_lo, np.uint64), lport=column(2),
         r_hi=np.array(r_hi, np.uint64), r_lo=np.array(r_lo, np.uint64), rport=column(4),
-        rx_bytes=column(5), tx_bytes=column(6), rx_packets=column(7), tx_packets=column(8),
+    )  # fmt: skip
+    return CounterBatch(
+        key=key, rx_bytes=column(5), tx_bytes=column(6), rx_packets=column(7), tx_packets=column(8),
         first_ts=np.full(n, T0 + 0.5), last_ts=np.full(n, T0 + 0.9),
         retransmits=np.full(n, tcp.get("retransmits", 0), np.int64),
         segments_sent=np.full(n, tcp.get("segments", 0), np.int64),
@@ -80,9 +82,11 @@ def test_the_kernels_rtt_samples_reach_the_flow() -> None:
         return np.array([value, value], dtype)
 
     engine.add_rtt(RttSamples(
-        iface=one(ETH0, np.int64), proto=one(IPPROTO_TCP, np.int64),
-        l_hi=one(l_hi, np.uint64), l_lo=one(l_lo, np.uint64), lport=one(40000, np.int64),
-        r_hi=one(r_hi, np.uint64), r_lo=one(r_lo, np.uint64), rport=one(443, np.int64),
+        key=FlowColumns(
+            iface=one(ETH0, np.int64), proto=one(IPPROTO_TCP, np.int64),
+            l_hi=one(l_hi, np.uint64), l_lo=one(l_lo, np.uint64), lport=one(40000, np.int64),
+            r_hi=one(r_hi, np.uint64), r_lo=one(r_lo, np.uint64), rport=one(443, np.int64),
+        ),
         rtt=np.array([0.030, 0.050]), at=np.array([T0 + 0.2, T0 + 0.4]),
     ))  # fmt: skip
     (conn,) = engine.tick(T0 + 1).connections

@@ -17,12 +17,11 @@ import os
 import socket
 import struct
 import time
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from netoproc.capture.records import CounterBatch, InterfaceTable, RttSamples
+from netoproc.capture.records import CounterBatch, FlowColumns, InterfaceTable, RttSamples
 from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer, libbpf
 
 SO_ATTACH_BPF = 50
@@ -50,23 +49,15 @@ def _halves(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
 
 
-class _Keys(NamedTuple):
-    iface: npt.NDArray[np.int64]
-    proto: npt.NDArray[np.int64]
-    l_hi: npt.NDArray[np.uint64]
-    l_lo: npt.NDArray[np.uint64]
-    lport: npt.NDArray[np.int64]
-    r_hi: npt.NDArray[np.uint64]
-    r_lo: npt.NDArray[np.uint64]
-    rport: npt.NDArray[np.int64]
-
-
-def _key_columns(keys: np.ndarray) -> _Keys:
+def _key_columns(keys: np.ndarray) -> FlowColumns:
     l_hi, l_lo = _halves(keys["laddr"].copy())
     r_hi, r_lo = _halves(keys["raddr"].copy())
-    number = {name: keys[name].astype(np.int64) for name in ("ifindex", "proto", "lport", "rport")}
-    return _Keys(number["ifindex"], number["proto"], l_hi, l_lo, number["lport"], r_hi, r_lo,
-                 number["rport"])  # fmt: skip
+
+    def number(name: str) -> npt.NDArray[np.int64]:
+        return keys[name].astype(np.int64)
+
+    return FlowColumns(number("ifindex"), number("proto"), l_hi, l_lo, number("lport"), r_hi, r_lo,
+                       number("rport"))  # fmt: skip
 
 
 class KernelCounts:
@@ -143,7 +134,7 @@ class KernelCounts:
             return values[name].astype(np.int64)
 
         return CounterBatch(
-            *_key_columns(keys),
+            _key_columns(keys),
             rx_bytes=column("rx_bytes"),
             tx_bytes=column("tx_bytes"),
             rx_packets=column("rx_packets"),
@@ -162,7 +153,7 @@ class KernelCounts:
         raw, self._samples[:] = b"".join(self._samples), []
         samples = np.frombuffer(raw, SAMPLE)
         return RttSamples(
-            *_key_columns(samples["key"]),
+            _key_columns(samples["key"]),
             rtt=samples["rtt_ns"] / 1e9,
             at=samples["at_ns"] / 1e9 + offset,
         )

@@ -61,9 +61,6 @@ MAX_BLOCK = 1 << 20
 # size is what matters, and bigger blocks only save a little per-block work.
 BLOCKS = 32
 FRAME_SIZE = 2048
-# with counting in the kernel, interfaces are named every this many reads (at most
-# every READ_WAIT x this when idle; a read a block at high rates)
-INTERFACE_READS = 4
 
 TPACKET_REQ3 = struct.Struct("=7I")
 BLOCK_HEADER = struct.Struct("=IIIIII")  # version, offset_to_priv, status, num_pkts, first, len
@@ -172,7 +169,6 @@ class LinuxCapture:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self._waker = Waker(self._poll)
-        self._reads = 0
         self._learn_interfaces()
         self._next_block = 0
         self.received = 0
@@ -196,9 +192,6 @@ class LinuxCapture:
 
     def read(self, timeout: float) -> list[RecordBlock]:
         """Blocks the kernel has finished; waits up to `timeout` seconds for the first."""
-        self._reads += 1
-        if self._counter is not None and self._reads % INTERFACE_READS == 0:
-            self._learn_interfaces()
         blocks = self._take_ready()
         if not blocks:
             self._poll.poll(int(timeout * 1000))
@@ -278,7 +271,10 @@ class LinuxCapture:
         )
 
     def counts(self, wall_offset: float) -> tuple[CounterBatch, RttSamples] | None:
-        return self._counter.take(wall_offset) if self._counter is not None else None
+        if self._counter is None:
+            return None
+        self._learn_interfaces()  # new ones since the last tick, while they still exist
+        return self._counter.take(wall_offset)
 
     def counting(self) -> tuple[str, str, int]:
         if self._counter is None:

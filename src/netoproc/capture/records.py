@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -192,10 +193,9 @@ U64 = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True, slots=True)
-class CounterBatch:
-    """Flows the kernel counted since the last batch (Linux: capture/counts.py),
-    already oriented (local, remote) and summed: one row per flow. Times are
-    wall-clock seconds."""
+class FlowColumns:
+    """Flow keys as columns, oriented (local, remote) as the engine keys flows:
+    interface, protocol, 128-bit addresses in two unsigned halves, ports."""
 
     iface: I64
     proto: I64
@@ -205,6 +205,22 @@ class CounterBatch:
     r_hi: U64
     r_lo: U64
     rport: I64
+
+    def __len__(self) -> int:
+        return len(self.iface)
+
+    def columns(self) -> list[npt.NDArray[Any]]:
+        """In the flow table's key order (engine/flows.py KEY_COLUMNS)."""
+        return [self.iface, self.proto, self.l_hi, self.l_lo, self.lport, self.r_hi, self.r_lo,
+                self.rport]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CounterBatch:
+    """Flows the kernel counted since the last batch (Linux: capture/counts.py),
+    one row per flow. Times are wall-clock seconds."""
+
+    key: FlowColumns
     rx_bytes: I64
     tx_bytes: I64
     rx_packets: I64
@@ -218,26 +234,19 @@ class CounterBatch:
     interfaces: InterfaceTable
 
     def __len__(self) -> int:
-        return len(self.iface)
+        return len(self.key)
 
 
 @dataclass(frozen=True, slots=True)
 class RttSamples:
     """RTT samples the kernel took (data segment to its ACK, Karn's rule), by flow."""
 
-    iface: I64
-    proto: I64
-    l_hi: U64
-    l_lo: U64
-    lport: I64
-    r_hi: U64
-    r_lo: U64
-    rport: I64
+    key: FlowColumns
     rtt: npt.NDArray[np.float64]  # seconds
     at: npt.NDArray[np.float64]  # wall-clock seconds
 
     def __len__(self) -> int:
-        return len(self.iface)
+        return len(self.key)
 
 
 class EveryPacket:

@@ -301,11 +301,7 @@ class Engine:
         """RTT samples the kernel took, for the flows they belong to."""
         if not len(samples):
             return
-        hashes = key_hashes(samples.iface, samples.proto, samples.l_hi, samples.l_lo,
-                            samples.lport, samples.r_hi, samples.r_lo, samples.rport)  # fmt: skip
-        keys = [samples.iface, samples.proto, samples.l_hi, samples.l_lo, samples.lport,
-                samples.r_hi, samples.r_lo, samples.rport]  # fmt: skip
-        slots = self.table.find(hashes, keys)
+        slots = self.table.find(key_hashes(samples.key), samples.key.columns())
         known = slots >= 0
         self.tcp.add_samples(slots[known], samples.rtt[known], samples.at[known])
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from netoproc.capture.records import CounterBatch
+from netoproc.capture.records import CounterBatch, FlowColumns
 from netoproc.decode.batch import PacketBatch
 from netoproc.model import Direction
 
@@ -252,27 +252,24 @@ def group(
     )
 
 
-def key_hashes(
-    iface: I64, proto: I64, l_hi: U64, l_lo: U64, lport: I64, r_hi: U64, r_lo: U64, rport: I64
-) -> U64:
+def key_hashes(key: FlowColumns) -> U64:
     """Flow keys' hashes, as `group` makes them: the flow table's index."""
-    iface_proto = (iface.astype(np.uint64) << np.uint64(8)) | proto.astype(np.uint64)
-    ports = (lport.astype(np.uint64) << np.uint64(16)) | rport.astype(np.uint64)
-    return _mix([iface_proto, l_hi, l_lo, ports, r_hi, r_lo])
+    iface_proto = (key.iface.astype(np.uint64) << np.uint64(8)) | key.proto.astype(np.uint64)
+    ports = (key.lport.astype(np.uint64) << np.uint64(16)) | key.rport.astype(np.uint64)
+    return _mix([iface_proto, key.l_hi, key.l_lo, ports, key.r_hi, key.r_lo])
 
 
 def counted_groups(counts: CounterBatch) -> FlowGroups:
     """The kernel's per-flow counts (one row per flow already) as the engine's groups."""
-    n = len(counts)
+    n, key = len(counts), counts.key
     none = np.zeros(n, np.bool_)
     return FlowGroups(
-        iface=counts.iface, proto=counts.proto, l_hi=counts.l_hi, l_lo=counts.l_lo,
-        lport=counts.lport, r_hi=counts.r_hi, r_lo=counts.r_lo, rport=counts.rport,
+        iface=key.iface, proto=key.proto, l_hi=key.l_hi, l_lo=key.l_lo,
+        lport=key.lport, r_hi=key.r_hi, r_lo=key.r_lo, rport=key.rport,
         rx_bytes=counts.rx_bytes, tx_bytes=counts.tx_bytes,
         rx_packets=counts.rx_packets, tx_packets=counts.tx_packets,
         first_ts=counts.first_ts, last_ts=counts.last_ts,
         transport=np.ones(n, np.bool_), syn_out=none, syn_in=none, closed=none,
         pid=np.full(n, -1, np.int64), row_group=np.zeros(0, np.int64),
-        key_hash=key_hashes(counts.iface, counts.proto, counts.l_hi, counts.l_lo, counts.lport,
-                            counts.r_hi, counts.r_lo, counts.rport),
+        key_hash=key_hashes(key),
     )  # fmt: skip
