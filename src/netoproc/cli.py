@@ -415,13 +415,14 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     from netoproc.session import Settings
 
     _check_modes(args)
+    ebpf = os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no")
     settings = Settings(
         interface=args.interface,
         buffer_bytes=args.bpf_buffer,
         dns=not args.no_dns,
         interval=args.interval,
-        kernel_owners=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
-        kernel_counts=os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no"),
+        kernel_owners=ebpf,
+        kernel_counts=ebpf,
     )
     headless = args.format == "jsonl" or args.listen is not None or args.ledger_only
     monitor = args.monitor or (args.duration is None and args.read is None and not headless)

@@ -225,7 +225,6 @@ class LiveSession:
         taken = self._ask("kernel counters", self.capture.counts, offset)
         if taken is not None:
             counts, rtt = taken
-            self._sight()
             self._look_up(self.engine.ingest_counts(counts))
             self.engine.add_rtt(rtt)
         self.engine.note_counting(*self.capture.counting())
@@ -256,9 +255,9 @@ class LiveSession:
 
     def _tick(self) -> Snapshot:
         self.engine.note_capture_drops(self.capture.kernel_drops(), self.queue.dropped_packets)
+        self._sight()  # first: the counted flows' owners are usually among them
         self._take_counts()
         if self.platform is not None:
-            self._sight()
             self.engine.note_owner_source(*self.platform.owner_source())
         if self.clock.monotonic() >= self._next_table:
             self._refresh_sockets()

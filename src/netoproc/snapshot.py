@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 
 from netoproc.model import ProcessRef, SocketInfo, format_addr
 
+TRAFFIC_COLUMNS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")  # Traffic's fields, in order
+
 
 @dataclass(frozen=True, slots=True)
 class Traffic:

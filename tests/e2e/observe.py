@@ -19,7 +19,7 @@ from netoproc.session import LiveSession, Settings
 
 
 def main() -> None:
-    kernel_owners = os.environ.get("NETOP_EBPF", "") != "off"  # as the command line reads it
+    kernel_owners = os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no")  # as cli.py
     session = LiveSession(Settings(interval=0.5, kernel_owners=kernel_owners), SystemClock())
     signal.signal(signal.SIGTERM, lambda *_: session.stop())
     try:

@@ -19,12 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from netoproc.model import FlowKey, ProcessRef, SocketInfo, UnknownReason
-from netoproc.snapshot import Traffic
+from netoproc.snapshot import TRAFFIC_COLUMNS, Traffic
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 
-TRAFFIC_COLUMNS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")  # Traffic's order
 KEY_COLUMNS = ("iface", "proto", "l_hi", "l_lo", "lport", "r_hi", "r_lo", "rport")
 
 # counter name -> (dtype, value of an empty slot)

@@ -16,7 +16,6 @@ one, which is plenty: batches arrive every few milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,18 +62,6 @@ def _first_per_slot(slot: I64, mask: Bool) -> tuple[I64, I64]:
     rows = np.flatnonzero(mask)
     first = _starts(slot[rows])
     return slot[rows][first], rows[first]
-
-
-@dataclass(frozen=True, slots=True)
-class TcpFigures:
-    """One flow's figures, as of now."""
-
-    rtt_ms: float | None
-    jitter_ms: float | None
-    retransmits: int
-    segments_sent: int
-    peer_retransmits: int
-    dup_acks: int
 
 
 # name -> (dtype, value of an empty slot, extra dimensions)
@@ -331,18 +318,4 @@ class TcpHealth:
             a["segments_sent"][slots].tolist(),
             a["peer_retransmits"][slots].tolist(),
             a["dup_acks"][slots].tolist(),
-        )
-
-    def figures(self, slot: int, now: float) -> TcpFigures:
-        a = self._arrays
-        recent = a["sample_ts"][slot] >= now - JITTER_SECONDS
-        samples = a["samples"][slot][recent]
-        srtt = float(a["srtt"][slot])
-        return TcpFigures(
-            rtt_ms=None if np.isnan(srtt) else srtt,
-            jitter_ms=float(np.std(samples)) if len(samples) >= 2 else None,
-            retransmits=int(a["retransmits"][slot]),
-            segments_sent=int(a["segments_sent"][slot]),
-            peer_retransmits=int(a["peer_retransmits"][slot]),
-            dup_acks=int(a["dup_acks"][slot]),
         )

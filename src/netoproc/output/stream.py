@@ -21,7 +21,6 @@ from netoproc.output.views import (
     CONNECTION_COLUMNS,
     DNS_COLUMNS,
     INTERFACE_COLUMNS,
-    TRAFFIC_COLUMNS,
     Row,
     connection_values,
     dns_values,
@@ -30,7 +29,7 @@ from netoproc.output.views import (
     json_value,
     traffic_values,
 )
-from netoproc.snapshot import ProcessRow, Snapshot, Traffic
+from netoproc.snapshot import TRAFFIC_COLUMNS, ProcessRow, Snapshot, Traffic
 
 PROCESS_COLUMNS = ("pid", "process", "user", "exited", *TRAFFIC_COLUMNS)
 DELTA_COLUMNS = tuple(f"{c}_delta" for c in TRAFFIC_COLUMNS)

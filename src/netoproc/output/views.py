@@ -19,12 +19,17 @@ from typing import TextIO
 
 from netoproc.model import format_endpoint, proto_name
 from netoproc.output.text import binary_size, printable
-from netoproc.snapshot import ConnectionRow, DnsQueryRow, InterfaceRow, Snapshot, Traffic
+from netoproc.snapshot import (
+    TRAFFIC_COLUMNS,
+    ConnectionRow,
+    DnsQueryRow,
+    InterfaceRow,
+    Snapshot,
+    Traffic,
+)
 
 Value = int | float | str | None | tuple[str, ...]
 Row = tuple[Value, ...]
-
-TRAFFIC_COLUMNS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
 
 
 def traffic_values(t: Traffic) -> tuple[int, int, int, int]:
