@@ -81,7 +81,7 @@ def long_run_snapshot() -> Snapshot:
         ProcessRow(curl, Traffic(3_120_000, 624_000, 6_240, 3_120), exited=312),
         ProcessRow(backup, Traffic(2_000, 1_000, 20, 10), exited=1_234),
     )  # fmt: skip
-    return replace(guide, processes=guide.processes + folded)
+    return replace(guide, processes=(*guide.processes, *folded))
 
 
 # The monitor's fixtures -------------------------------------------------------

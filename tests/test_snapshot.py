@@ -5,7 +5,7 @@ by_traffic ordering, and the Traffic and CaptureHealth helpers."""
 from __future__ import annotations
 
 from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, ProcessRef, parse_addr
-from netoproc.snapshot import CaptureHealth, ConnectionRow, ProcessRow, Snapshot, Traffic
+from netoproc.snapshot import CaptureHealth, ConnectionRow, ProcessRow, Rows, Snapshot, Traffic
 
 FIREFOX = ProcessRef(10, "Firefox")
 CURL = ProcessRef(20, "curl")
@@ -135,3 +135,56 @@ def test_traffic_sums_and_health_share() -> None:
     assert CaptureHealth(bytes=200, unattributed_bytes=50).unattributed_share == 0.25
     assert CaptureHealth().unattributed_share == 0.0
     assert (ProcessRow(None, Traffic()).name, ProcessRow(None, Traffic()).pid) == ("unknown", None)
+
+
+def test_rows_are_made_once_when_first_read_and_counted_without_being_made() -> None:
+    made: list[int] = []
+
+    def make() -> tuple[int, ...]:
+        made.append(1)
+        return (3, 1, 2)
+
+    rows = Rows(3, make)
+    assert len(rows) == 3 and made == []  # the status bar's count makes nothing
+    assert list(rows) == [3, 1, 2] and rows[0] == 3 and rows[1:] == (1, 2)
+    assert sorted(rows) == [1, 2, 3] and rows == (3, 1, 2)
+    assert (3, 1, 2) == rows  # noqa: SIM300 (the tuple on the left: reflected equality)
+    assert rows != (3, 1) and made == [1]
+
+
+def test_rows_read_by_many_threads_at_once_are_the_same_objects() -> None:
+    import threading
+
+    started = threading.Barrier(8)
+    made: list[int] = []
+
+    def make() -> tuple[object, ...]:
+        made.append(1)
+        return tuple(object() for _ in range(1000))
+
+    rows = Rows(1000, make)
+    seen: list[tuple[object, ...]] = []
+
+    def read() -> None:
+        started.wait()
+        seen.append(tuple(rows))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert made == [1] and len(seen) == 8
+    assert all(all(a is b for a, b in zip(s, seen[0], strict=True)) for s in seen)
+
+
+def test_a_snapshot_with_rows_filters_as_one_with_tuples() -> None:
+    conns = (row(FIREFOX, "192.0.2.9", Traffic(10, 5, 1, 1)),
+             row(CURL, "198.51.100.7", Traffic(3, 4, 1, 1)))  # fmt: skip
+    procs = (ProcessRow(FIREFOX, Traffic(10, 5, 1, 1)), ProcessRow(CURL, Traffic(3, 4, 1, 1)))
+    plain = Snapshot(time=1.0, started=0.0, interval=1.0, processes=procs, connections=conns)
+    lazy = Snapshot(time=1.0, started=0.0, interval=1.0, processes=Rows(2, lambda: procs),
+                    connections=Rows(2, lambda: conns))  # fmt: skip
+    assert lazy == plain
+    assert lazy.filtered("curl") == plain.filtered("curl")
+    assert lazy.filtered("198.51") == plain.filtered("198.51")

@@ -130,6 +130,8 @@ class LiveSession:
         )
         self.queue = BlockQueue()
         self.stopping = threading.Event()
+        self._platform_errors = 0  # questions to the OS that failed (see CaptureHealth)
+        self._errors_lock = threading.Lock()
         self._capture_thread = threading.Thread(
             target=self._capture_loop, name="netoproc-capture", daemon=True
         )
@@ -193,7 +195,8 @@ class LiveSession:
         try:
             return question(*args)
         except (OSError, PlatformError) as exc:
-            self.engine.platform_errors += 1
+            with self._errors_lock:  # the fast lane's thread asks too
+                self._platform_errors += 1
             log.debug("%s failed: %s", what, exc)
             return None
 
@@ -205,7 +208,7 @@ class LiveSession:
                 self.engine.update_sockets(table)
             resolvers = self._ask("resolvers", platform.resolvers)
             if resolvers is not None:
-                self.engine.resolvers = resolvers
+                self.engine.update_resolvers(resolvers)
         self._table_read = self.clock.monotonic()
         self._next_table = self._table_read + SOCKET_TABLE_SECONDS
 
@@ -262,6 +265,8 @@ class LiveSession:
         if self.clock.monotonic() >= self._next_table:
             self._refresh_sockets()
         now = self._read_interfaces()
+        with self._errors_lock:
+            self.engine.note_platform_errors(self._platform_errors)
         return self.engine.tick(now)
 
     def _read_interfaces(self) -> float:

@@ -6,7 +6,10 @@ it. Filtering lives here too, so `--filter` means the same thing in both.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar, overload
 
 from netoproc.model import ProcessRef, SocketInfo, format_addr
 
@@ -299,13 +302,71 @@ def owner_source_text(source: str, why: str) -> str:
     return "no process owners"
 
 
+R = TypeVar("R")
+
+
+class Rows(Sequence[R]):
+    """A tick's rows, made from its figures the first time they are read.
+
+    The engine leaves a tick's figures as arrays of their own and each flow's
+    attributes as they were, and says how many rows there are; a front end that
+    never reads them (the Process view does not read the connections) never
+    pays for thousands of row objects. Made once, then the same objects for
+    every reader, whichever thread reads first.
+    """
+
+    __slots__ = ("_lock", "_make", "_n", "_rows")
+
+    def __init__(self, n: int, make: Callable[[], tuple[R, ...]]) -> None:
+        self._n, self._make = n, make
+        self._rows: tuple[R, ...] | None = None
+        self._lock = threading.Lock()
+
+    def _all(self) -> tuple[R, ...]:
+        rows = self._rows
+        if rows is None:
+            with self._lock:
+                if self._rows is None:
+                    self._rows = self._make()
+                    assert len(self._rows) == self._n
+                    del self._make  # and what the figures held
+                rows = self._rows
+        return rows
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> R: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[R, ...]: ...
+    def __getitem__(self, index: int | slice) -> R | tuple[R, ...]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[R]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and self._all() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict[int, object]) -> tuple[R, ...]:
+        return self._all()  # immutable rows: a copy is the rows themselves
+
+    def __repr__(self) -> str:
+        return f"Rows({self._all()!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     time: float
     started: float
     interval: float
-    processes: tuple[ProcessRow, ...] = ()
-    connections: tuple[ConnectionRow, ...] = ()
+    processes: Sequence[ProcessRow] = ()
+    connections: Sequence[ConnectionRow] = ()
     sockets: tuple[SocketInfo, ...] = ()
     interfaces: tuple[InterfaceRow, ...] = ()
     dns: DnsView | None = None  # None when DNS observation is off (--no-dns)

@@ -28,7 +28,9 @@ def main() -> None:
         )
     finally:
         session.close()
-    print(json.dumps(dataclasses.asdict(snapshot)))
+    # the rows as tuples: asdict converts tuples of dataclasses, not lazy Rows
+    rows = {"processes": tuple(snapshot.processes), "connections": tuple(snapshot.connections)}
+    print(json.dumps(dataclasses.asdict(dataclasses.replace(snapshot, **rows))))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ retirement of idle flows, and connection direction."""
 from __future__ import annotations
 
 from netoproc.engine import Engine
-from netoproc.engine.engine import HISTORY_SECONDS, OTHER_EXITED
+from netoproc.engine.engine import OTHER_EXITED
+from netoproc.engine.history import HISTORY_SECONDS
 from netoproc.model import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
@@ -413,7 +414,7 @@ def test_an_exited_process_keeps_its_totals_but_not_an_idle_history() -> None:
     assert all(r.total == Traffic(0, TCP4 + 100, 0, 1) for r in rows)  # totals stay
     assert [len(r.tx_history) for r in rows[:2]] == [8, 9]  # the traffic is still in the minute
     assert rows[-1].tx_history == rows[-1].rx_history == ()  # an idle minute is dropped
-    assert engine._process_history == {}
+    assert len(engine._history) == 0
 
 
 def run_and_exit(engine: Engine, pid: int, name: str, at: float, payload: int = 100) -> None:
@@ -564,3 +565,33 @@ def test_capture_health_counts_drops_and_bad_records() -> None:
     assert (health.packets, health.bytes) == (1, UDP4 + 12)
     counts = health.not_ip, health.malformed, health.kernel_drops, health.queue_drops
     assert counts == (1, 1, 3, 4)
+
+
+def feed(engine: Engine) -> list[Snapshot]:
+    """Ticks during which flows grow, change owner, close and retire."""
+    web = key(A, 40000, B, 443)
+    snaps = []
+    engine.ingest(batch(Pkt(ip(A, B, tcp(40000, 443, SYN)), T0, TX),
+                        Pkt(ip(A, B, udp(5000, 53, payload=40)), T0 + 0.1, TX)))  # fmt: skip
+    engine.attribute({web: sock(IPPROTO_TCP, A, 40000, B, 443, pid=5, fd=3)})
+    snaps.append(engine.tick(T0 + 1))
+    engine.ingest(batch(Pkt(ip(B, A, tcp(443, 40000, ACK, payload=900)), T0 + 1.5, RX)))
+    engine.update_sockets([sock(IPPROTO_UDP, A, 5000, B, 53, pid=6)])
+    snaps.append(engine.tick(T0 + 2))
+    engine.ingest(batch(Pkt(ip(A, B, tcp(40000, 443, FIN | ACK)), T0 + 2.5, TX)))
+    snaps.append(engine.tick(T0 + 3))
+    snaps.extend(engine.tick(T0 + t) for t in (400, 401))  # both flows retire, after the first
+    return snaps
+
+
+def test_rows_read_late_are_the_rows_of_their_tick() -> None:
+    early, late = Engine(started=T0), Engine(started=T0)
+    read_at_once = []
+    for snap in feed(early):
+        read_at_once.append((tuple(snap.processes), tuple(snap.connections)))
+    snaps = feed(late)  # read only after every later tick changed the engine
+    read_late = [(tuple(snap.processes), tuple(snap.connections)) for snap in snaps]
+    assert read_late == read_at_once
+    assert [len(c) for _, c in read_late] == [2, 2, 2, 2, 0]
+    assert conn(snaps[1], key(A, 5000, B, 53, IPPROTO_UDP)).process == ProcessRef(6, "p6")
+    assert conn(snaps[0], key(A, 5000, B, 53, IPPROTO_UDP)).process is None

@@ -3,11 +3,10 @@ sides, and the bounded table of fragment ports."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
+from netoproc.capture.records import FlowColumns
 from netoproc.engine.flows import KEY_COLUMNS, ConversationSides, FlowTable, FragmentPorts
 from netoproc.model import IPPROTO_UDP, FlowKey, ProcessRef, UnknownReason
 from netoproc.snapshot import Traffic
@@ -16,10 +15,14 @@ KEY = FlowKey("eth0", IPPROTO_UDP, 1, 2, 3, 4)
 ROW = (1, IPPROTO_UDP, 0, 1, 2, 0, 3, 4)  # the key columns: iface id, proto, l_hi, l_lo, ...
 
 
-def columns(*rows: tuple[int, ...]) -> list[npt.NDArray[Any]]:
-    dtypes = [np.int64, np.int64, np.uint64, np.uint64, np.int64, np.uint64, np.uint64, np.int64]
-    by_column = zip(*rows, strict=True)
-    return [np.asarray(values, dtype) for values, dtype in zip(by_column, dtypes, strict=True)]
+def columns(*rows: tuple[int, ...]) -> FlowColumns:
+    iface, proto, l_hi, l_lo, lport, r_hi, r_lo, rport = zip(*rows, strict=True)
+    signed, unsigned = np.int64, np.uint64
+    return FlowColumns(
+        np.asarray(iface, signed), np.asarray(proto, signed), np.asarray(l_hi, unsigned),
+        np.asarray(l_lo, unsigned), np.asarray(lport, signed), np.asarray(r_hi, unsigned),
+        np.asarray(r_lo, unsigned), np.asarray(rport, signed),
+    )  # fmt: skip
 
 
 def hashes(*values: int) -> npt.NDArray[np.uint64]:
@@ -31,10 +34,10 @@ def test_a_new_flow_is_pending_and_empty() -> None:
     flow = table.create(KEY, ROW, 99)
     assert (flow.owner, flow.reason, flow.socket) == (None, UnknownReason.PENDING, None)
     a = table.arrays
-    assert (a["outbound"][flow.slot], a["closed"][flow.slot]) == (-1, False)  # nothing seen
+    assert (a.outbound[flow.slot], a.closed[flow.slot]) == (-1, False)  # nothing seen
     assert table.traffic(flow.slot) == Traffic()
-    a["rx_bytes"][flow.slot] += 1500
-    a["tx_packets"][flow.slot] += 2
+    a.rx_bytes[flow.slot] += 1500
+    a.tx_packets[flow.slot] += 2
     assert table.traffic(flow.slot) == Traffic(rx_bytes=1500, tx_packets=2)
 
 
@@ -42,11 +45,11 @@ def test_attribute_clears_the_reason_and_marks_the_slot_owned() -> None:
     table = FlowTable()
     flow = table.create(KEY, ROW, 1)
     flow.attribute(None, UnknownReason.NO_SOCKET)
-    assert (flow.owner, flow.reason, bool(table.arrays["owned"][flow.slot])) == (
+    assert (flow.owner, flow.reason, bool(table.arrays.owned[flow.slot])) == (
         None, UnknownReason.NO_SOCKET, False,
     )  # fmt: skip
     flow.attribute(ProcessRef(1, "a"), UnknownReason.NO_SOCKET)
-    assert (flow.owner, flow.reason, bool(table.arrays["owned"][flow.slot])) == (
+    assert (flow.owner, flow.reason, bool(table.arrays.owned[flow.slot])) == (
         ProcessRef(1, "a"), None, True,
     )  # fmt: skip
 
@@ -69,13 +72,14 @@ def test_slots_are_reused_and_the_table_grows() -> None:
             for n in range(5)]  # fmt: skip
     assert table.capacity >= 5
     assert len({f.slot for f in made}) == 5
-    table.arrays["tx_bytes"][made[1].slot] = 77
+    table.arrays.tx_bytes[made[1].slot] = 77
     table.release(made[1])
     reused = table.create(KEY, ROW, 1000)
     assert reused.slot == made[1].slot
     assert table.traffic(reused.slot) == Traffic()  # a released slot starts empty
     assert all(
-        int(table.arrays[name][reused.slot]) == v for name, v in zip(KEY_COLUMNS, ROW, strict=True)
+        int(getattr(table.arrays, name)[reused.slot]) == v
+        for name, v in zip(KEY_COLUMNS, ROW, strict=True)
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -208,11 +207,6 @@ class FlowColumns:
 
     def __len__(self) -> int:
         return len(self.iface)
-
-    def columns(self) -> list[npt.NDArray[Any]]:
-        """In the flow table's key order (engine/flows.py KEY_COLUMNS)."""
-        return [self.iface, self.proto, self.l_hi, self.l_lo, self.lport, self.r_hi, self.r_lo,
-                self.rport]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from netoproc.model import V4_MAPPED_PREFIX, FlowKey, SocketInfo, UnknownReason, is_v4
+from netoproc.model import (
+    V4_MAPPED_PREFIX,
+    FlowKey,
+    ProcessRef,
+    SocketInfo,
+    UnknownReason,
+    is_v4,
+)
 
 K = TypeVar("K")
 
@@ -23,7 +30,12 @@ class SocketIndex:
         # unconnected sockets by (proto, local address, port); wildcards under 0 or ::ffff:0
         self.bound: dict[tuple[int, int, int], SocketInfo] = {}
         self.listening: set[tuple[int, int, int]] = set()  # (proto, pid, port)
+        self.per_pid: dict[int, int] = {}  # sockets each process holds
+        self.holders: set[ProcessRef] = set()  # processes holding any
         for sock in self.sockets:
+            if sock.owner:
+                self.per_pid[sock.owner.pid] = self.per_pid.get(sock.owner.pid, 0) + 1
+                self.holders.add(sock.owner)
             if sock.state == "LISTEN" and sock.owner:
                 self.listening.add((sock.proto, sock.owner.pid, sock.lport))
             if sock.connected:

@@ -7,7 +7,9 @@
     attribute(found)     <- the platform's answers for those flows
     update_sockets(all)  <- the full socket table, every few ticks
     update_interfaces()  <- the OS's interface counters, every tick
-    tick(now)            -> a frozen Snapshot
+    update_resolvers()   <- the DNS servers each interface uses
+    note_*()             <- how the capture and the platform are doing, for CaptureHealth
+    tick(now)            -> a frozen Snapshot (its rows made when read: report.py)
 
 Time arrives as data (packet timestamps, `now`), so replaying a capture gives
 the same snapshots every time. A new flow takes the owner the kernel saw
@@ -20,7 +22,8 @@ every later sighting.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -37,6 +40,7 @@ from netoproc.engine.flows import (
     Flow,
     FlowTable,
     FragmentPorts,
+    key_rows,
 )
 from netoproc.engine.grouping import (
     FlowGroups,
@@ -46,9 +50,18 @@ from netoproc.engine.grouping import (
     key_hashes,
     orient,
 )
+from netoproc.engine.history import RateHistory
 from netoproc.engine.interfaces import InterfaceStats
 from netoproc.engine.owners import SightedOwners
-from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
+from netoproc.engine.report import (
+    FlowAttributes,
+    FlowFigures,
+    HealthFigures,
+    OwnerFigures,
+    connection_rows,
+    process_rows,
+)
+from netoproc.engine.tcp import TcpHealth
 from netoproc.model import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -62,17 +75,15 @@ from netoproc.model import (
 )
 from netoproc.snapshot import (
     EXITED_PID,
+    TRAFFIC_COLUMNS,
     CaptureHealth,
-    ConnectionRow,
+    FloodRow,
     ProcessRow,
+    Rows,
     Snapshot,
     Traffic,
 )
-from netoproc.snapshot import (
-    TcpHealth as TcpHealthRow,
-)
 
-HISTORY_SECONDS = 60
 ACTIVE_SECONDS = 10.0
 # Exited processes kept as rows of their own; older ones fold into one row
 # per name and user, and past as many names into one row called OTHER_EXITED.
@@ -82,46 +93,7 @@ OTHER_EXITED = "other"
 Owner = ProcessRef | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Figures:
-    """Every flow's counters at a tick, as arrays in the order of the flows, each
-    from its owner's side."""
-
-    rx_bytes: npt.NDArray[np.int64]
-    tx_bytes: npt.NDArray[np.int64]
-    rx_packets: npt.NDArray[np.int64]
-    tx_packets: npt.NDArray[np.int64]
-    rx_rate: npt.NDArray[np.float64]
-    tx_rate: npt.NDArray[np.float64]
-    first: npt.NDArray[np.float64]
-    last: npt.NDArray[np.float64]
-    outbound: npt.NDArray[np.int8]  # from the SYN: 1 its owner opened it, 0 the peer, -1 unknown
-    closed: npt.NDArray[np.bool_]
-    slots: npt.NDArray[np.int64]
-
-    def total(self, i: int) -> Traffic:
-        return Traffic(int(self.rx_bytes[i]), int(self.tx_bytes[i]), int(self.rx_packets[i]),
-                       int(self.tx_packets[i]))  # fmt: skip
-
-
-def _owners_of(flows: list[Flow]) -> tuple[list[Owner], npt.NDArray[np.int64]]:
-    """The flows' distinct owners, and each flow's index among them. Flows of one
-    process mostly share one ProcessRef object: they are told apart by identity
-    first, and only the distinct objects are hashed."""
-    seen: dict[int, int] = {}
-    distinct: list[Owner] = []
-    group = np.empty(len(flows), np.int64)
-    for i, flow in enumerate(flows):
-        owner = flow.owner
-        g = seen.get(id(owner))
-        if g is None:
-            g = seen[id(owner)] = len(distinct)
-            distinct.append(owner)
-        group[i] = g
-    canonical: dict[Owner, int] = {}
-    remap = np.fromiter((canonical.setdefault(o, len(canonical)) for o in distinct), np.int64,
-                        len(distinct))  # fmt: skip
-    return list(canonical), remap[group] if len(group) else group
+_fields = operator.attrgetter(*TRAFFIC_COLUMNS)  # a Traffic's counts, in order
 
 
 class Engine:
@@ -146,8 +118,7 @@ class Engine:
         self.process_lookups = process_lookups
         self.retire_after = retire_after
         self.keep_exited = keep_exited
-        self.flows: dict[FlowKey, Flow] = {}
-        self.table = FlowTable()
+        self.table = FlowTable()  # the flows, by slot and by key
         self._sides = ConversationSides()  # orients packets whose direction is not captured
         self.sockets = SocketIndex()
         self.sighted = SightedOwners()
@@ -163,12 +134,18 @@ class Engine:
         self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
         self._folded: dict[tuple[str, str], ProcessRow] = {}  # (name, user) -> exited ones
         self._retired_reasons: dict[str, int] = {}
-        self._process_history: dict[Owner, tuple[deque[float], deque[float]]] = {}
+        self._history = RateHistory()  # each process's rates over the last minute
+        self._floods: tuple[FloodRow, ...] = ()  # CaptureHealth's, as of the last tick
         self._last_tick = started
         self._packets = self._bytes = 0
         self._malformed = self._not_ip = self._portless = 0
         self._kernel_drops = self._queue_drops = 0
-        self.platform_errors = 0  # questions to the OS that failed (and were retried later)
+        self._platform_errors = 0  # questions to the OS that failed (and were retried later)
+
+    @property
+    def flows(self) -> Mapping[FlowKey, Flow]:
+        """Every flow, by key."""
+        return self.table.by_key
 
     # packets ---------------------------------------------------------------
 
@@ -205,9 +182,7 @@ class Engine:
         self._bytes += int(batch.ip_length.sum())
         direction, grouping = orient(batch, self._sides.lookup)
         groups = group(batch, direction, grouping)
-        keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
-                groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
-        slots = self.table.find(groups.key_hash, keys)
+        slots = self.table.find(groups.key_hash, groups)
         self._reopen(groups, slots)
         groups, slots = self.floods.fold(
             groups, slots, batch, direction, self.sockets, len(self.flows)
@@ -269,7 +244,7 @@ class Engine:
         the group makes a new flow (its slot set to -1), which is looked up afresh."""
         opening = np.flatnonzero((slots >= 0) & (groups.syn_out | groups.syn_in))
         if len(opening):
-            closed = opening[self.table.arrays["closed"][slots[opening]]]
+            closed = opening[self.table.arrays.closed[slots[opening]]]
             for i in closed.tolist():
                 self._retire(self.table.flows[int(slots[i])])
                 slots[i] = -1
@@ -282,9 +257,7 @@ class Engine:
         groups = counted_groups(counts)
         self._packets += int(counts.rx_packets.sum() + counts.tx_packets.sum())
         self._bytes += int(counts.rx_bytes.sum() + counts.tx_bytes.sum())
-        keys = [groups.iface, groups.proto, groups.l_hi, groups.l_lo, groups.lport,
-                groups.r_hi, groups.r_lo, groups.rport]  # fmt: skip
-        slots = self.table.find(groups.key_hash, keys)
+        slots = self.table.find(groups.key_hash, groups)
         groups, slots, kept = self.floods.fold_counted(
             groups, slots, self.sockets, len(self.flows), counts.interfaces.name
         )
@@ -301,7 +274,7 @@ class Engine:
         """RTT samples the kernel took, for the flows they belong to."""
         if not len(samples):
             return
-        slots = self.table.find(key_hashes(samples.key), samples.key.columns())
+        slots = self.table.find(key_hashes(samples.key), samples.key)
         known = slots >= 0
         self.tcp.add_samples(slots[known], samples.rtt[known], samples.at[known])
 
@@ -321,13 +294,7 @@ class Engine:
             groups.l_hi[fresh], groups.l_lo[fresh], groups.lport[fresh],
             groups.r_hi[fresh], groups.r_lo[fresh], groups.rport[fresh],
         )  # fmt: skip
-        columns = zip(
-            groups.iface[fresh].tolist(), groups.proto[fresh].tolist(),
-            groups.l_hi[fresh].tolist(), groups.l_lo[fresh].tolist(),
-            groups.lport[fresh].tolist(), groups.r_hi[fresh].tolist(),
-            groups.r_lo[fresh].tolist(), groups.rport[fresh].tolist(),
-            strict=True,
-        )  # fmt: skip
+        columns = key_rows(groups, fresh)
         lookups: list[FlowKey] = []
         table = self.table
         for i, row, conversation, a_is_local in zip(
@@ -336,7 +303,7 @@ class Engine:
             iface, proto, l_hi, l_lo, lport, r_hi, r_lo, rport = row
             key = FlowKey(interface(iface), proto, (l_hi << 64) | l_lo, lport,
                           (r_hi << 64) | r_lo, rport)  # fmt: skip
-            flow = self.flows[key] = table.create(key, row, int(groups.key_hash[i]))
+            flow = table.create(key, row, int(groups.key_hash[i]))
             slots[i] = flow.slot
             self._sides.add(conversation, a_is_local)
             pid = int(groups.pid[i])
@@ -354,8 +321,8 @@ class Engine:
             else:
                 lookups.append(key)
         made = slots[fresh]
-        table.arrays["first_seen"][made] = groups.first_ts[fresh]
-        table.arrays["conversation"][made] = conversations
+        table.arrays.first_seen[made] = groups.first_ts[fresh]
+        table.arrays.conversation[made] = conversations
         self.tcp.ensure(table.capacity)
         self.tcp.reset(made)  # a slot freed by a retired flow starts afresh
         return lookups
@@ -367,17 +334,17 @@ class Engine:
         a = self.table.arrays
         # a flow appears once per batch, so plain fancy-index updates are exact
         for counter, values in (
-            ("rx_bytes", groups.rx_bytes), ("tx_bytes", groups.tx_bytes),
-            ("rx_packets", groups.rx_packets), ("tx_packets", groups.tx_packets),
-            ("tick_rx", groups.rx_bytes), ("tick_tx", groups.tx_bytes),
+            (a.rx_bytes, groups.rx_bytes), (a.tx_bytes, groups.tx_bytes),
+            (a.rx_packets, groups.rx_packets), (a.tx_packets, groups.tx_packets),
+            (a.tick_rx, groups.rx_bytes), (a.tick_tx, groups.tx_bytes),
         ):  # fmt: skip
-            a[counter][slots] += values
-        a["last_seen"][slots] = np.maximum(a["last_seen"][slots], groups.last_ts)
-        a["closed"][slots] |= groups.closed
-        opened = (a["outbound"][slots] < 0) & (groups.syn_out | groups.syn_in)
-        a["outbound"][slots[opened]] = groups.syn_out[opened]
+            counter[slots] += values
+        a.last_seen[slots] = np.maximum(a.last_seen[slots], groups.last_ts)
+        a.closed[slots] |= groups.closed
+        opened = (a.outbound[slots] < 0) & (groups.syn_out | groups.syn_in)
+        a.outbound[slots[opened]] = groups.syn_out[opened]
         # a process the capture names (PKTAP) for a flow that had none
-        named = np.flatnonzero((groups.pid >= 0) & ~a["owned"][slots])
+        named = np.flatnonzero((groups.pid >= 0) & ~a.owned[slots])
         for i in named.tolist():
             pid = int(groups.pid[i])
             flow = self.table.flows[int(slots[i])]
@@ -419,6 +386,14 @@ class Engine:
     def update_interfaces(self, infos: Iterable[InterfaceInfo], now: float) -> None:
         self.interfaces.update(infos, now)
 
+    def update_resolvers(self, resolvers: Mapping[str, tuple[str, ...]]) -> None:
+        """The DNS servers each interface is configured with."""
+        self.resolvers = dict(resolvers)
+
+    def note_platform_errors(self, failed: int) -> None:
+        """How many questions to the OS have failed so far (see CaptureHealth)."""
+        self._platform_errors = failed
+
     def note_capture_drops(self, kernel: int, queue: int) -> None:
         self._kernel_drops, self._queue_drops = kernel, queue
 
@@ -459,66 +434,19 @@ class Engine:
             elapsed = self.interval
         self._last_tick = now
         self._apply_sightings()
-        flows = list(self.flows.values())
+        flows = list(self.table.by_key.values())
         figures = self._figures(flows, elapsed)
-        owners, group = _owners_of(flows)
-        totals, rates, active = self._per_owner(figures, owners, group, now)
-        reasons = dict(self._retired_reasons)
-        none = owners.index(None) if None in owners else -1
-        for i in np.flatnonzero(group == none).tolist():
-            flow = flows[i]
-            reason = str(flow.reason or UnknownReason.NO_SOCKET)
-            reasons[reason] = reasons.get(reason, 0) + figures.total(i).bytes
-        shares, floods = self.floods.tick(elapsed)
-        for share in shares:  # floods and scans folded into aggregate rows
-            totals[share.owner] = totals.get(share.owner, Traffic()) + share.total
-            rx_rate, tx_rate = rates.get(share.owner, (0.0, 0.0))
-            rates[share.owner] = (rx_rate + share.rx_rate, tx_rate + share.tx_rate)
-            if share.reason is not None:
-                reasons[share.reason] = reasons.get(share.reason, 0) + share.total.bytes
-        connections = self._connection_rows(flows, figures, now)
+        attributes = self._attributes(flows)
+        health = self._health(attributes, figures, now)
+        connections = Rows(len(flows), lambda: connection_rows(attributes, figures, health))
+        owners = self._owner_figures(flows, figures, now, elapsed)
+        processes = Rows(len(owners.owners) + len(owners.folded), lambda: process_rows(owners))
         a = self.table.arrays
-        a["tick_rx"][:] = 0
-        a["tick_tx"][:] = 0
+        a.tick_rx[:] = 0
+        a.tick_tx[:] = 0
         for i in np.flatnonzero(figures.last < now - self.retire_after).tolist():
             self._retire(flows[i])
-
-        sockets_per_pid: dict[int, int] = {}
-        holders: set[ProcessRef] = set()
-        for sock in self.sockets.sockets:
-            if sock.owner:
-                sockets_per_pid[sock.owner.pid] = sockets_per_pid.get(sock.owner.pid, 0) + 1
-                holders.add(sock.owner)
-        unknown_reasons = tuple(sorted(reasons.items(), key=lambda r: -r[1]))
-        processes = []
-        history = self._process_history
-        for owner, total in totals.items():
-            rx_rate, tx_rate = rates.get(owner, (0.0, 0.0))
-            rx_history, tx_history = self._history(
-                owner, rx_rate, tx_rate, owner in rates or owner in holders
-            )
-            processes.append(
-                ProcessRow(
-                    owner,
-                    total,
-                    rx_rate,
-                    tx_rate,
-                    sockets_per_pid.get(owner.pid, 0) if owner else 0,
-                    active.get(owner, 0),
-                    rx_history,
-                    tx_history,
-                    unknown_reasons if owner is None else (),
-                )
-            )
-        for owner in holders - totals.keys():  # sockets, no traffic yet
-            rx_history, tx_history = self._history(owner, 0.0, 0.0, True)
-            processes.append(ProcessRow(owner, Traffic(), sockets=sockets_per_pid[owner.pid],
-                                        rx_history=rx_history, tx_history=tx_history))  # fmt: skip
-        processes.extend(self._folded.values())
-        for gone in [o for o in history if o not in totals and o not in holders]:
-            del history[gone]
-        self._fold_exited(rates.keys() | holders)
-        unattributed = totals.get(None, Traffic()).bytes
+        unattributed = int(owners.totals[owners.unknown, :2].sum()) if owners.unknown >= 0 else 0
         dns = None
         if self.dns is not None:
             self.dns.expire(now)
@@ -527,8 +455,8 @@ class Engine:
             time=now,
             started=self.started,
             interval=elapsed,
-            processes=tuple(processes),
-            connections=tuple(connections),
+            processes=processes,
+            connections=connections,
             sockets=self.sockets.sockets,
             interfaces=self.interfaces.rows(self.resolvers),
             dns=dns,
@@ -541,150 +469,170 @@ class Engine:
                 not_ip=self._not_ip,
                 portless=self._portless,
                 unattributed_bytes=unattributed,
-                platform_errors=self.platform_errors,
+                platform_errors=self._platform_errors,
                 owners=self._owners[0],
                 owners_why=self._owners[1],
                 owner_events_lost=self._owners[2],
                 counting=self._counting[0],
                 counting_why=self._counting[1],
                 counter_overflow=self._counting[2],
-                floods=floods,
+                floods=self._floods,
                 limits=(*self.floods.limits(), *(self.dns.limits() if self.dns else ())),
             ),
         )
 
-    def _figures(self, flows: list[Flow], elapsed: float) -> _Figures:
+    def _figures(self, flows: list[Flow], elapsed: float) -> FlowFigures:
         """Every flow's counters as arrays, from its owner's side (see Flow.far)."""
         a = self.table.arrays
         slots = np.fromiter((flow.slot for flow in flows), np.int64, len(flows))
         far = np.fromiter((flow.far for flow in flows), np.bool_, len(flows))
 
         def side(mine: str, theirs: str) -> npt.NDArray[Any]:
-            return np.where(far, a[theirs][slots], a[mine][slots])
+            column: npt.NDArray[Any] = np.where(
+                far, getattr(a, theirs)[slots], getattr(a, mine)[slots]
+            )
+            return column
 
-        outbound = a["outbound"][slots]
-        return _Figures(
+        outbound = a.outbound[slots]
+        return FlowFigures(
             rx_bytes=side("rx_bytes", "tx_bytes"),
             tx_bytes=side("tx_bytes", "rx_bytes"),
             rx_packets=side("rx_packets", "tx_packets"),
             tx_packets=side("tx_packets", "rx_packets"),
             rx_rate=side("tick_rx", "tick_tx") / elapsed,
             tx_rate=side("tick_tx", "tick_rx") / elapsed,
-            first=a["first_seen"][slots], last=a["last_seen"][slots],
+            first=a.first_seen[slots], last=a.last_seen[slots],
             outbound=np.where(far & (outbound >= 0), 1 - outbound, outbound),
-            closed=a["closed"][slots], slots=slots,
+            closed=a.closed[slots], slots=slots,
         )  # fmt: skip
 
-    def _per_owner(
-        self, figures: _Figures, owners: list[Owner], group: npt.NDArray[np.int64], now: float
-    ) -> tuple[dict[Owner, Traffic], dict[Owner, tuple[float, float]], dict[Owner, int]]:
-        """Totals (with retired flows'), rates and active connections per owner."""
-        m = len(owners)
+    def _attributes(self, flows: list[Flow]) -> FlowAttributes:
+        """Each flow's key from its owner's side, owner, reason, socket and remote
+        name, as they are now (the flows change after the tick; its rows must not)."""
+        keys = [flow.key for flow in flows]
+        for i in [i for i, flow in enumerate(flows) if flow.far]:
+            k = keys[i]  # the owner is the far end: its local end is our remote one
+            keys[i] = k._replace(laddr=k.raddr, lport=k.rport, raddr=k.laddr, rport=k.lport)
+        name = self.dns.name_for if self.dns is not None else lambda _addr: None
+        return FlowAttributes(
+            keys=keys,
+            owners=[flow.owner for flow in flows],
+            reasons=[flow.reason for flow in flows],
+            sockets=[flow.socket for flow in flows],
+            domains=[name(key.raddr) for key in keys],
+            listening=self.sockets.listening,
+        )
 
-        def summed(values: npt.NDArray[Any]) -> list[Any]:
-            return np.bincount(group, weights=values, minlength=m).tolist()  # type: ignore[no-any-return]
+    def _health(self, flows: FlowAttributes, figures: FlowFigures, now: float) -> HealthFigures:
+        """The TCP flows' health: the packets' (or the kernel filter's) figures, and
+        the socket's own where the kernel keeps them; marks retransmits for rates."""
+        a = self.table.arrays
+        proto = a.proto[figures.slots]
+        at = np.flatnonzero(proto == IPPROTO_TCP)
+        no_ports = UnknownReason.NO_PORTS
+        ported = (flows.reasons[i] is not no_ports for i in at.tolist())
+        at = at[np.fromiter(ported, np.bool_, len(at))]
+        slots = figures.slots[at]
+        packets = self.tcp.figures_of(slots, now)
+        kernel = a.kernel_tcp[slots]
+        kernel_count = a.kernel_retransmits[slots]
+        counted = kernel_count >= 0
+        retransmits = np.where(counted, kernel_count, packets.retransmits)
+        seconds, resent, sent = self.tcp.recent(slots, now, retransmits, packets.segments_sent)
+        jitter = packets.jitter_ms
+        # the kernel's mean deviation, where there are no samples of our own
+        jitter = np.where(np.isnan(jitter) & kernel, a.kernel_rttvar[slots], jitter)
+        return HealthFigures(
+            at=at,
+            packets=packets,
+            kernel=kernel,
+            rtt_ms=np.where(kernel, a.kernel_rtt[slots], packets.rtt_ms),
+            jitter_ms=jitter,
+            retransmits=retransmits,
+            kernel_retransmits=counted,
+            retransmit_rate=np.divide(resent, seconds, out=np.zeros(len(at)), where=seconds > 0),
+            retransmit_percent=np.divide(
+                100.0 * resent, sent, out=np.full(len(at), np.nan), where=sent > 0
+            ),
+        )
 
-        rx_b, tx_b = summed(figures.rx_bytes), summed(figures.tx_bytes)
-        rx_p, tx_p = summed(figures.rx_packets), summed(figures.tx_packets)
-        totals = dict(self._retired)
-        for owner, *counts in zip(owners, rx_b, tx_b, rx_p, tx_p, strict=True):
-            traffic = Traffic(*(int(c) for c in counts))
-            old = totals.get(owner)
-            totals[owner] = traffic if old is None else old + traffic
-        rates = dict(zip(owners, zip(summed(figures.rx_rate), summed(figures.tx_rate),
-                                     strict=True), strict=True))  # fmt: skip
-        live = ~figures.closed & (figures.last >= now - ACTIVE_SECONDS)
-        counted = np.bincount(group[live], minlength=m).tolist()
-        active = {owner: n for owner, n in zip(owners, counted, strict=True) if n}
-        return totals, rates, active
+    def _owner_figures(
+        self, flows: list[Flow], figures: FlowFigures, now: float, elapsed: float
+    ) -> OwnerFigures:
+        """Every process with a row, and its figures: processes that exited
+        (retired flows' totals) first, then those with flows, with folded floods,
+        then those holding sockets but no traffic yet."""
+        everyone = list(self._retired)
+        position = {owner: i for i, owner in enumerate(everyone)}
+        group = np.fromiter((position.setdefault(flow.owner, len(position)) for flow in flows),
+                            np.int64, len(flows))  # fmt: skip
+        everyone.extend(itertools.islice(position, len(everyone), None))
+        reasons = dict(self._retired_reasons)
+        for i in np.flatnonzero(group == position.get(None, -1)).tolist():
+            reason = str(flows[i].reason or UnknownReason.NO_SOCKET)
+            reasons[reason] = reasons.get(reason, 0) + figures.total(i).bytes
+        shares, self._floods = self.floods.tick(elapsed)
+        for share in shares:  # floods and scans folded into aggregate rows
+            if share.owner not in position:
+                position[share.owner] = len(everyone)
+                everyone.append(share.owner)
+            if share.reason is not None:
+                reasons[share.reason] = reasons.get(share.reason, 0) + share.total.bytes
+        holders = self.sockets.holders
+        for owner in holders:  # sockets, no traffic yet
+            if owner not in position:
+                position[owner] = len(everyone)
+                everyone.append(owner)
+        n = len(everyone)
 
-    def _connection_rows(
-        self, flows: list[Flow], figures: _Figures, now: float
-    ) -> list[ConnectionRow]:
-        tcp = [i for i, flow in enumerate(flows) if flow.key.proto == IPPROTO_TCP
-               and flow.reason is not UnknownReason.NO_PORTS]  # fmt: skip
-        health = dict(zip(tcp, self._tcp_health([flows[i] for i in tcp], figures.slots[tcp], now),
-                          strict=True))  # fmt: skip
-        rows = []
-        columns = zip(flows, figures.rx_bytes.tolist(), figures.tx_bytes.tolist(),
-                      figures.rx_packets.tolist(), figures.tx_packets.tolist(),
-                      figures.rx_rate.tolist(), figures.tx_rate.tolist(), figures.first.tolist(),
-                      figures.last.tolist(), figures.outbound.tolist(), figures.closed.tolist(),
-                      strict=True)  # fmt: skip
-        name_for = self.dns.name_for if self.dns is not None else None
-        listening = self.sockets.listening
-        for i, (flow, rx_b, tx_b, rx_p, tx_p, rx_rate, tx_rate, first, last, opened,
-                closed) in enumerate(columns):  # fmt: skip
-            key, sock = flow.key, flow.socket
-            if flow.far:  # from the owner's side, as its figures are
-                key = key._replace(laddr=key.raddr, lport=key.rport, raddr=key.laddr,
-                                   rport=key.lport)  # fmt: skip
-            if sock is not None and sock.connected:
-                state = sock.state
-            elif key.proto == IPPROTO_TCP:
-                state = "CLOSED" if closed else "ESTABLISHED" if opened >= 0 else "-"
-            else:
-                state = "-"
-            if opened >= 0:
-                direction = "Out" if opened else "In"
-            else:
-                pid = flow.owner.pid if flow.owner else -1
-                direction = "In" if (key.proto, pid, key.lport) in listening else "Out"
-            h = health.get(i)
-            rows.append(
-                ConnectionRow(
-                    process=flow.owner,
-                    unknown_reason=str(flow.reason) if flow.owner is None and flow.reason else None,
-                    proto=key.proto,
-                    iface=key.iface,
-                    laddr=key.laddr,
-                    lport=key.lport,
-                    raddr=key.raddr,
-                    rport=key.rport,
-                    state=state,
-                    direction=direction,
-                    total=Traffic(rx_b, tx_b, rx_p, tx_p),
-                    rx_rate=rx_rate,
-                    tx_rate=tx_rate,
-                    first_seen=first,
-                    last_seen=last,
-                    fd=sock.fd if sock is not None and sock.owner == flow.owner else None,
-                    domain=name_for(key.raddr) if name_for is not None else None,
-                    rtt_ms=h.rtt_ms if h else None,
-                    jitter_ms=h.jitter_ms if h else None,
-                    retransmits=h.retransmits if h else None,
-                    health=h,
-                )
-            )
-        return rows
+        def summed(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return np.bincount(group, weights=values, minlength=n)
 
-    def _history(
-        self, owner: Owner, rx_rate: float, tx_rate: float, live: bool
-    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """The owner's rates over the last minute. An owner with no flows and no
-        sockets left (a process that has exited) keeps its row and totals, but its
-        history only while the minute still shows traffic: with processes coming
-        and going all day, memory stays the same."""
-        kept = self._process_history.get(owner)
-        if kept is None:
-            if not live:
-                return (), ()
-            kept = (deque(maxlen=HISTORY_SECONDS), deque(maxlen=HISTORY_SECONDS))
-            self._process_history[owner] = kept
-        rx_hist, tx_hist = kept
-        rx_hist.append(rx_rate)
-        tx_hist.append(tx_rate)
-        if not live and not any(rx_hist) and not any(tx_hist):
-            del self._process_history[owner]
-            return (), ()
-        return tuple(rx_hist), tuple(tx_hist)
+        totals = np.zeros((n, 4), np.int64)
+        if self._retired:
+            totals[: len(self._retired)] = [list(t) for t in map(_fields, self._retired.values())]
+        for c, values in enumerate((figures.rx_bytes, figures.tx_bytes, figures.rx_packets,
+                                    figures.tx_packets)):  # fmt: skip
+            totals[:, c] += summed(values).astype(np.int64)
+        rx_rate, tx_rate = summed(figures.rx_rate), summed(figures.tx_rate)
+        moving = np.bincount(group, minlength=n) > 0  # has flows (or folded floods)
+        for share in shares:
+            i = position[share.owner]
+            totals[i] += _fields(share.total)
+            rx_rate[i] += share.rx_rate
+            tx_rate[i] += share.tx_rate
+            moving[i] = True
+        live = moving.copy()
+        if holders:
+            live |= np.fromiter((o in holders for o in everyone), np.bool_, n)
+        active = ~figures.closed & (figures.last >= now - ACTIVE_SECONDS)
+        connections = np.bincount(group[active], minlength=n)
+        histories = self._history.record(everyone, rx_rate, tx_rate, live)
+        per_pid = self.sockets.per_pid
+        result = OwnerFigures(
+            owners=everyone,
+            totals=totals,
+            rx_rate=rx_rate,
+            tx_rate=tx_rate,
+            sockets=[per_pid.get(o.pid, 0) if o else 0 for o in everyone],
+            connections=connections,
+            histories=histories,
+            unknown_reasons=tuple(sorted(reasons.items(), key=lambda r: -r[1])),
+            folded=list(self._folded.values()),
+            unknown=position.get(None, -1),
+        )
+        self._fold_exited(live[: len(self._retired)])
+        return result
 
-    def _fold_exited(self, live: set[Owner]) -> None:
+    def _fold_exited(self, live: npt.NDArray[np.bool_]) -> None:
         """Keep rows of their own for the `keep_exited` processes that went quiet
         last (no flows, no sockets); fold older ones into one row per name and
         user, so that a machine starting processes all day costs the same memory
-        on its second day as on its first. Every byte stays in some row."""
-        exited = [owner for owner in self._retired if owner is not None and owner not in live]
+        on its second day as on its first. Every byte stays in some row. `live`:
+        for each process with retired flows, in order, whether it has flows or
+        sockets still."""
+        exited = [owner for owner, alive in zip(self._retired, live.tolist(), strict=True)
+                  if owner is not None and not alive]  # fmt: skip
         for owner in exited[: max(0, len(exited) - self.keep_exited)]:
             assert owner is not None
             traffic = self._retired.pop(owner)
@@ -712,48 +660,7 @@ class Engine:
         if flow.owner is None:
             reason = str(flow.reason or UnknownReason.NO_SOCKET)
             self._retired_reasons[reason] = self._retired_reasons.get(reason, 0) + traffic.bytes
-        del self.flows[flow.key]
-        self._sides.remove(int(self.table.arrays["conversation"][flow.slot]))
+        self._sides.remove(int(self.table.arrays.conversation[flow.slot]))
         if self.dns is not None:
             self.dns.forget_flow(flow.key)
         self.table.release(flow)
-
-    def _tcp_health(
-        self, flows: list[Flow], slots: npt.NDArray[np.int64], now: float
-    ) -> list[TcpHealthRow]:
-        """Health rows for TCP flows: the packets' (or the kernel filter's) figures,
-        with the socket's own where the kernel keeps them."""
-        figures = self.tcp.figures_of(slots, now)
-        rows = []
-        for flow, rtt, jitter, retransmits, sent, peer, dups in zip(flows, *figures, strict=True):
-            sock = flow.socket
-            kernel = sock.tcp if sock is not None and sock.connected else None
-            kernel_count = kernel.total_retrans if kernel else None
-            counted = retransmits if kernel_count is None else kernel_count
-            marks = flow.retransmit_marks
-            if marks is None:
-                marks = flow.retransmit_marks = deque()
-            marks.append((now, counted, sent))
-            while len(marks) > 2 and marks[1][0] <= now - JITTER_SECONDS:
-                marks.popleft()
-            then, old_retransmits, old_segments = marks[0]
-            elapsed, resent, sent_since = now - then, counted - old_retransmits, sent - old_segments
-            if jitter is None and kernel is not None:
-                jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
-            rows.append(
-                TcpHealthRow(
-                    rtt_source="kernel" if kernel else "packets",
-                    retransmits_source="kernel" if kernel_count is not None else "packets",
-                    rtt_ms=kernel.rtt_ms if kernel else rtt,
-                    jitter_ms=jitter,
-                    retransmits=counted,
-                    retransmit_rate=resent / elapsed if elapsed > 0 else 0.0,
-                    retransmit_percent=100.0 * resent / sent_since if sent_since > 0 else None,
-                    packet_rtt_ms=rtt,
-                    packet_retransmits=retransmits,
-                    segments_sent=sent,
-                    peer_retransmits=peer,
-                    dup_acks=dups,
-                )
-            )
-        return rows

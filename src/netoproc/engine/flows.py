@@ -3,8 +3,9 @@
 The hot path never touches a Python object for a flow it already knows: a
 batch's flows are found by their 64-bit key hash and their counters are
 added with array operations. Only a new flow costs Python work (its key, its
-attribution). `Flow` objects hold what changes rarely: owner, socket,
-histories; their counters stay in the table's arrays, at the flow's slot.
+attribution). `Flow` objects hold what changes rarely: owner, socket; their
+counters stay in the table's arrays, at the flow's slot. The table is the one
+index of flows: by slot, by key hash and by key.
 
 Also here: which side of a conversation is local (for packets whose capture
 does not say), and the ports of fragmented datagrams.
@@ -12,8 +13,10 @@ does not say), and the ports of fragmented datagrams.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from typing import Any
+import dataclasses
+from collections import OrderedDict
+from dataclasses import field
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,39 +26,105 @@ from netoproc.snapshot import TRAFFIC_COLUMNS, Traffic
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
 
 KEY_COLUMNS = ("iface", "proto", "l_hi", "l_lo", "lport", "r_hi", "r_lo", "rport")
 
-# counter name -> (dtype, value of an empty slot)
-_COUNTERS: dict[str, tuple[type[np.generic], object]] = {
-    "rx_bytes": (np.int64, 0), "tx_bytes": (np.int64, 0),
-    "rx_packets": (np.int64, 0), "tx_packets": (np.int64, 0),
-    "tick_rx": (np.int64, 0), "tick_tx": (np.int64, 0),  # bytes since the last tick
-    "first_seen": (np.float64, 0.0), "last_seen": (np.float64, 0.0),
-    "outbound": (np.int8, -1),  # from the SYN: 1 we opened it, 0 the peer did, -1 unknown
-    "closed": (np.bool_, False),  # FIN or RST seen
-    "owned": (np.bool_, False),  # the flow has a process
-    "conversation": (np.uint64, 0),  # its conversation's hash (see ConversationSides)
-    "key_hash": (np.uint64, 0),
-    "iface": (np.int64, 0), "proto": (np.int64, 0),
-    "l_hi": (np.uint64, 0), "l_lo": (np.uint64, 0), "lport": (np.int64, 0),
-    "r_hi": (np.uint64, 0), "r_lo": (np.uint64, 0), "rport": (np.int64, 0),
-}  # fmt: skip
+
+class KeyColumns(Protocol):
+    """Flow keys as columns (a batch's FlowGroups, the kernel's FlowColumns)."""
+
+    @property
+    def iface(self) -> I64: ...
+    @property
+    def proto(self) -> I64: ...
+    @property
+    def l_hi(self) -> U64: ...
+    @property
+    def l_lo(self) -> U64: ...
+    @property
+    def lport(self) -> I64: ...
+    @property
+    def r_hi(self) -> U64: ...
+    @property
+    def r_lo(self) -> U64: ...
+    @property
+    def rport(self) -> I64: ...
+
+
+def key_rows(keys: KeyColumns, index: I64) -> list[tuple[int, ...]]:
+    """Some flows' keys as tuples of ints, in KEY_COLUMNS order."""
+    return list(zip(*(getattr(keys, name)[index].tolist() for name in KEY_COLUMNS), strict=True))
+
+
+def _empty(dtype: type[np.generic], value: object) -> dict[str, Any]:
+    """A column's type, and its value in an empty slot."""
+    return {"dtype": dtype, "empty": value}
+
+
+@dataclasses.dataclass(slots=True)
+class FlowArrays:
+    """Every flow's counters and key, one array each, indexed by the flow's slot.
+    (*) `outbound`: 1 the local end opened it, 0 the peer did, -1 no SYN seen."""
+
+    rx_bytes: I64 = field(metadata=_empty(np.int64, 0))
+    tx_bytes: I64 = field(metadata=_empty(np.int64, 0))
+    rx_packets: I64 = field(metadata=_empty(np.int64, 0))
+    tx_packets: I64 = field(metadata=_empty(np.int64, 0))
+    tick_rx: I64 = field(metadata=_empty(np.int64, 0))  # bytes since the last tick
+    tick_tx: I64 = field(metadata=_empty(np.int64, 0))
+    first_seen: F64 = field(metadata=_empty(np.float64, 0.0))
+    last_seen: F64 = field(metadata=_empty(np.float64, 0.0))
+    outbound: npt.NDArray[np.int8] = field(metadata=_empty(np.int8, -1))  # from the SYN (*)
+    closed: Bool = field(metadata=_empty(np.bool_, False))  # FIN or RST seen
+    owned: Bool = field(metadata=_empty(np.bool_, False))  # the flow has a process
+    conversation: U64 = field(metadata=_empty(np.uint64, 0))  # see ConversationSides
+    key_hash: U64 = field(metadata=_empty(np.uint64, 0))
+    # the kernel's figures for the flow's socket (tcp_info), where it has them:
+    # copied when the socket is learnt, so a tick reads them as arrays
+    kernel_tcp: Bool = field(metadata=_empty(np.bool_, False))
+    kernel_rtt: F64 = field(metadata=_empty(np.float64, np.nan))
+    kernel_rttvar: F64 = field(metadata=_empty(np.float64, np.nan))
+    kernel_retransmits: I64 = field(metadata=_empty(np.int64, -1))  # -1: not kept
+    iface: I64 = field(metadata=_empty(np.int64, 0))
+    proto: I64 = field(metadata=_empty(np.int64, 0))
+    l_hi: U64 = field(metadata=_empty(np.uint64, 0))
+    l_lo: U64 = field(metadata=_empty(np.uint64, 0))
+    lport: I64 = field(metadata=_empty(np.int64, 0))
+    r_hi: U64 = field(metadata=_empty(np.uint64, 0))
+    r_lo: U64 = field(metadata=_empty(np.uint64, 0))
+    rport: I64 = field(metadata=_empty(np.int64, 0))
+
+    @classmethod
+    def empty(cls, capacity: int, old: FlowArrays | None = None) -> FlowArrays:
+        """Arrays for `capacity` slots, with `old`'s values in the first ones."""
+        columns = {}
+        for f in dataclasses.fields(cls):
+            column = np.full(capacity, f.metadata["empty"], f.metadata["dtype"])
+            if old is not None:
+                kept = getattr(old, f.name)
+                column[: len(kept)] = kept
+            columns[f.name] = column
+        return cls(**columns)
+
+    def clear(self, slot: int) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name)[slot] = f.metadata["empty"]
 
 
 class Flow:
     """One flow: its key, slot, and what the rest of the program says about it."""
 
     __slots__ = (
+        "_socket",
         "_table",
         "by_kernel",
         "far",
         "key",
         "owner",
         "reason",
-        "retransmit_marks",
         "slot",
-        "socket",
     )
 
     def __init__(self, table: FlowTable, slot: int, key: FlowKey) -> None:
@@ -64,93 +133,97 @@ class Flow:
         self.key = key
         self.owner: ProcessRef | None = None
         self.reason: UnknownReason | None = UnknownReason.PENDING
-        self.socket: SocketInfo | None = None
+        self._socket: SocketInfo | None = None
         self.by_kernel = False  # the owner is one the kernel saw using the socket
         # the owner's socket is at the far end, in another namespace: its view of the
         # flow is this one reversed (what arrives here, it sent)
         self.far = False
-        # (time, retransmits, segments sent) at recent ticks, for rates over 10 s;
-        # TCP only, made at the first tick (an empty deque costs 600 bytes)
-        self.retransmit_marks: deque[tuple[float, int, int]] | None = None
+
+    @property
+    def socket(self) -> SocketInfo | None:
+        return self._socket
+
+    @socket.setter
+    def socket(self, sock: SocketInfo | None) -> None:
+        self._socket = sock
+        a, slot = self._table.arrays, self.slot
+        kernel = sock.tcp if sock is not None and sock.connected else None
+        a.kernel_tcp[slot] = kernel is not None
+        a.kernel_rtt[slot] = kernel.rtt_ms if kernel else np.nan
+        a.kernel_rttvar[slot] = kernel.rttvar_ms if kernel else np.nan
+        retransmits = kernel.total_retrans if kernel else None
+        a.kernel_retransmits[slot] = -1 if retransmits is None else retransmits
 
     def attribute(self, owner: ProcessRef | None, reason: UnknownReason | None) -> None:
         self.owner, self.reason = owner, (None if owner else reason)
-        self._table.arrays["owned"][self.slot] = owner is not None
+        self._table.arrays.owned[self.slot] = owner is not None
 
 
 class FlowTable:
     """Every flow's counters in arrays; flows found by the hash of their key."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self.arrays: dict[str, npt.NDArray[Any]] = {}
-        self.capacity = 0
-        self._grow(capacity)
+        self.arrays = FlowArrays.empty(capacity)
+        self.capacity = capacity
         self._free: list[int] = []
         self._size = 0
         self.flows: dict[int, Flow] = {}  # slot -> flow
+        self.by_key: dict[FlowKey, Flow] = {}
         self._by_hash: dict[int, int] = {}  # key hash -> slot
         self._collided: dict[tuple[int, ...], int] = {}  # exact key -> slot, for the rare clash
 
-    def _grow(self, capacity: int) -> None:
-        for name, (dtype, empty) in _COUNTERS.items():
-            grown = np.full(capacity, empty, dtype)
-            old = self.arrays.get(name)
-            if old is not None:
-                grown[: len(old)] = old
-            self.arrays[name] = grown
-        self.capacity = capacity
-
-    def find(self, hashes: U64, keys: list[npt.NDArray[Any]]) -> I64:
-        """The slot of each flow (by hash and key columns, in KEY_COLUMNS order), -1 if new."""
+    def find(self, hashes: U64, keys: KeyColumns) -> I64:
+        """The slot of each flow (by the hash of its key, and its key), -1 if new."""
         by_hash = self._by_hash
         slots = np.fromiter((by_hash.get(h, -1) for h in hashes.tolist()), np.int64, len(hashes))
         found = np.flatnonzero(slots >= 0)
         if len(found):
             at = slots[found]
             same = np.ones(len(found), np.bool_)
-            for name, column in zip(KEY_COLUMNS, keys, strict=True):
-                same &= self.arrays[name][at] == column[found]
+            for name in KEY_COLUMNS:
+                same &= getattr(self.arrays, name)[at] == getattr(keys, name)[found]
             slots[found[~same]] = -1  # a different flow with the same hash
         if self._collided:  # flows whose hash another flow had first
-            for i in np.flatnonzero(slots < 0).tolist():
-                exact = tuple(int(column[i]) for column in keys)
+            unknown = np.flatnonzero(slots < 0)
+            for i, exact in zip(unknown.tolist(), key_rows(keys, unknown), strict=True):
                 slots[i] = self._collided.get(exact, -1)
         return slots
 
     def create(self, key: FlowKey, columns: tuple[int, ...], key_hash: int) -> Flow:
-        """A new flow; `columns` are its key columns in KEY_COLUMNS order."""
+        """A new flow; `columns` are its key's (see key_rows)."""
         if self._free:
             slot = self._free.pop()
         else:
             if self._size == self.capacity:
-                self._grow(self.capacity * 2)
+                self.capacity *= 2
+                self.arrays = FlowArrays.empty(self.capacity, self.arrays)
             slot = self._size
             self._size += 1
         for name, value in zip(KEY_COLUMNS, columns, strict=True):
-            self.arrays[name][slot] = value
-        self.arrays["key_hash"][slot] = key_hash
+            getattr(self.arrays, name)[slot] = value
+        self.arrays.key_hash[slot] = key_hash
         if key_hash in self._by_hash:
             self._collided[columns] = slot
         else:
             self._by_hash[key_hash] = slot
-        flow = self.flows[slot] = Flow(self, slot, key)
+        flow = self.flows[slot] = self.by_key[key] = Flow(self, slot, key)
         return flow
 
     def traffic(self, slot: int) -> Traffic:
         """One flow's totals (a tick reads every flow's at once, from whole arrays)."""
         a = self.arrays
-        return Traffic(*(int(a[name][slot]) for name in TRAFFIC_COLUMNS))
+        return Traffic(*(int(getattr(a, name)[slot]) for name in TRAFFIC_COLUMNS))
 
     def release(self, flow: Flow) -> None:
         slot = flow.slot
-        key_hash = int(self.arrays["key_hash"][slot])
+        a = self.arrays
+        key_hash = int(a.key_hash[slot])
         if self._by_hash.get(key_hash) == slot:
             del self._by_hash[key_hash]
         else:
-            self._collided.pop(tuple(int(self.arrays[name][slot]) for name in KEY_COLUMNS), None)
-        for name, (_dtype, empty) in _COUNTERS.items():
-            self.arrays[name][slot] = empty
-        del self.flows[slot]
+            self._collided.pop(tuple(int(getattr(a, name)[slot]) for name in KEY_COLUMNS), None)
+        a.clear(slot)
+        del self.flows[slot], self.by_key[flow.key]
         self._free.append(slot)
 
 

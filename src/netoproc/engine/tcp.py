@@ -16,6 +16,7 @@ one, which is plenty: batches arrive every few milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,11 @@ from netoproc.model import Direction
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 SAMPLES = 32  # RTT samples kept per flow, for jitter
 JITTER_SECONDS = 10.0
+# (time, retransmits, segments sent) marks kept per flow for rates over the last
+# JITTER_SECONDS: one a tick, at most one per MARK_SPACING, so the oldest kept
+# is always at least JITTER_SECONDS old once the flow is that old
+MARKS = 12
+MARK_SPACING = JITTER_SECONDS / (MARKS - 1)
 PROBE_ROUNDS = 1  # RTT samples per flow per batch: at most this, plus one
 _M32 = 0xFFFFFFFF
 
@@ -79,6 +85,9 @@ _STATE: dict[str, tuple[type[np.generic], object, tuple[int, ...]]] = {
     "sample_pos": (np.int64, 0, ()),
     "retransmits": (np.int64, 0, ()), "segments_sent": (np.int64, 0, ()),
     "peer_retransmits": (np.int64, 0, ()), "dup_acks": (np.int64, 0, ()),
+    # oldest first; an empty mark's time is -inf
+    "mark_at": (np.float64, -np.inf, (MARKS,)), "mark_resent": (np.int64, 0, (MARKS,)),
+    "mark_sent": (np.int64, 0, (MARKS,)),
 }  # fmt: skip
 
 
@@ -296,26 +305,61 @@ class TcpHealth:
 
     # reading -------------------------------------------------------------------
 
-    def figures_of(self, slots: I64, now: float) -> tuple[list[Any], ...]:
-        """Many flows' figures at once, as lists in the order of `slots`: RTT (ms or
-        None), jitter (ms or None), retransmits, segments sent, peer retransmits,
-        duplicate ACKs."""
+    def figures_of(self, slots: I64, now: float) -> TcpFigures:
+        """Many flows' figures at once, in the order of `slots`."""
         a = self._arrays
-        srtt = a["srtt"][slots]
-        samples = a["samples"][slots]
         recent = a["sample_ts"][slots] >= now - JITTER_SECONDS
         n = recent.sum(axis=1)
-        kept = np.where(recent, samples, 0.0)
-        mean = kept.sum(axis=1) / np.maximum(n, 1)
-        variance = np.where(recent, (samples - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(
-            n, 1
+        jitter = np.full(len(slots), np.nan)
+        some = np.flatnonzero(n >= 2)  # the rest have no jitter: spare them the arithmetic
+        if len(some):
+            samples, recent, k = a["samples"][slots[some]], recent[some], n[some]
+            mean = np.where(recent, samples, 0.0).sum(axis=1) / k
+            variance = np.where(recent, (samples - mean[:, None]) ** 2, 0.0).sum(axis=1) / k
+            jitter[some] = np.sqrt(variance)
+        return TcpFigures(
+            rtt_ms=a["srtt"][slots],
+            jitter_ms=jitter,
+            retransmits=a["retransmits"][slots],
+            segments_sent=a["segments_sent"][slots],
+            peer_retransmits=a["peer_retransmits"][slots],
+            dup_acks=a["dup_acks"][slots],
         )
-        jitter = np.sqrt(variance)
+
+    def recent(self, slots: I64, now: float, resent: I64, sent: I64) -> tuple[F64, F64, I64]:
+        """Mark each flow's retransmits (`resent`, whichever source counts them) and
+        segments sent at `now`; returns the seconds, retransmits and segments since
+        the newest mark at least JITTER_SECONDS old (else the oldest kept)."""
+        a = self._arrays
+        fresh = a["mark_at"][slots, -1] <= now - MARK_SPACING
+        due = slots[fresh]
+        if len(due):
+            for name, value in (("mark_at", now), ("mark_resent", resent[fresh]),
+                                ("mark_sent", sent[fresh])):  # fmt: skip
+                marks = a[name]
+                marks[due, :-1] = marks[due, 1:]
+                marks[due, -1] = value
+        at = a["mark_at"][slots]
+        kept = np.isfinite(at)
+        oldest = MARKS - kept.sum(axis=1)
+        old_enough = (kept & (at <= now - JITTER_SECONDS)).sum(axis=1)
+        base = np.where(old_enough > 0, oldest + old_enough - 1, np.minimum(oldest, MARKS - 1))
+        rows = np.arange(len(slots))
         return (
-            [None if v != v else v for v in srtt.tolist()],  # NaN: no sample yet
-            [j if k >= 2 else None for j, k in zip(jitter.tolist(), n.tolist(), strict=True)],
-            a["retransmits"][slots].tolist(),
-            a["segments_sent"][slots].tolist(),
-            a["peer_retransmits"][slots].tolist(),
-            a["dup_acks"][slots].tolist(),
+            now - at[rows, base],
+            resent - a["mark_resent"][slots, base],
+            sent - a["mark_sent"][slots, base],
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TcpFigures:
+    """TCP flows' figures from their packets (or the kernel filter), one array
+    entry per flow; NaN where there is no RTT or jitter yet."""
+
+    rtt_ms: F64
+    jitter_ms: F64
+    retransmits: I64
+    segments_sent: I64
+    peer_retransmits: I64
+    dup_acks: I64

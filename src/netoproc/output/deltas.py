@@ -28,7 +28,7 @@ process kept for some of its connections gets theirs.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from netoproc.snapshot import (
@@ -147,9 +147,7 @@ class Deltas:
             dns=self._step_dns(snapshot),
         )
 
-    def _step_processes(
-        self, rows: tuple[ProcessRow, ...]
-    ) -> tuple[tuple[ProcessRow, Traffic], ...]:
+    def _step_processes(self, rows: Sequence[ProcessRow]) -> tuple[tuple[ProcessRow, Traffic], ...]:
         before = self._processes
         now = {process_key(row): row for row in rows}
         # totals that left pid rows this tick, by (name, user): folded somewhere
@@ -199,7 +197,7 @@ class Deltas:
         return tuple(pair for pair in out if pair is not None)
 
     def _step_connections(
-        self, rows: tuple[ConnectionRow, ...]
+        self, rows: Sequence[ConnectionRow]
     ) -> tuple[tuple[ConnectionRow, Traffic], ...]:
         before, now = self._connections, {}
         out = []
