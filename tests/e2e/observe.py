@@ -29,8 +29,10 @@ def main() -> None:
     finally:
         session.close()
     # the rows as tuples: asdict converts tuples of dataclasses, not lazy Rows
-    rows = {"processes": tuple(snapshot.processes), "connections": tuple(snapshot.connections)}
-    print(json.dumps(dataclasses.asdict(dataclasses.replace(snapshot, **rows))))
+    rows = dataclasses.replace(
+        snapshot, processes=tuple(snapshot.processes), connections=tuple(snapshot.connections)
+    )
+    print(json.dumps(dataclasses.asdict(rows)))
 
 
 if __name__ == "__main__":
