@@ -44,8 +44,10 @@ class TabBar(Widget):
         self.running: float | None = None
 
     def set_state(self, active: int, running: float | None) -> None:
+        shown = (self.active, None if self.running is None else elapsed(self.running))
         self.active, self.running = active, running
-        self.refresh()
+        if (active, None if running is None else elapsed(running)) != shown:
+            self.refresh()  # else the same text: nothing to repaint
 
     def render(self) -> Text:
         text = Text(" netoproc ", style=Style(bold=True, color="cyan"), no_wrap=True)
@@ -194,8 +196,9 @@ class StatusBar(Widget):
         self.status: Status | None = None
 
     def set_status(self, status: Status) -> None:
-        self.status = status
-        self.refresh()
+        if status != self.status:  # the same text otherwise: nothing to repaint
+            self.status = status
+            self.refresh()
 
     def render(self) -> Text:
         return status_text(self.status, self.size.width) if self.status else Text()

@@ -111,6 +111,7 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         self._widths: list[int] = []
         self._width_for = -1
         self._base_style: Style | None = None
+        self._drawn: tuple[object, ...] = ()  # what the last refresh showed (see set_rows)
 
     # what subclasses provide -------------------------------------------------
 
@@ -134,7 +135,16 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         elif old_key is not None:
             self.cursor = self._index_of(old_key, self.cursor)
         self._clamp()
-        self.refresh()
+        # New rows that look the same on screen (an idle machine, a minute of the
+        # same figures) repaint nothing: Textual's compositor was most of an idle
+        # monitor's CPU, repainting an unchanged table every tick.
+        widths = self.widths
+        shown = self.rows[self.top : self.top + self.page_height]
+        drawn = (self.top, self.cursor, self.size, *(tuple(self.render_row(row, widths))
+                                                     for row in shown))  # fmt: skip
+        if drawn != self._drawn:
+            self._drawn = drawn
+            self.refresh()
 
     def _index_of(self, key: Hashable, near: int) -> int:
         # the row usually stays where it was; look there first
