@@ -94,6 +94,25 @@ async def test_only_the_rows_on_screen_are_formatted() -> None:
         assert set(table.rendered) <= set(range(10))
 
 
+async def test_rows_that_look_the_same_are_not_repainted() -> None:
+    app = TableApp()
+    async with app.run_test(size=(20, 11)) as pilot:
+        table = app.query_one(Numbers)
+        table.set_rows(list(range(100)))
+        await pilot.pause()
+        repaints: list[object] = []
+        table.refresh = lambda *a, **k: repaints.append(a)  # type: ignore[assignment, method-assign]
+        table.set_rows(list(range(100)))  # new rows, the same on screen
+        table.set_rows([*range(10), 99])  # the same on screen: row 99 is below it
+        assert repaints == []
+        table.set_rows([*range(9), 42])  # the last line on screen changed
+        assert len(repaints) == 1
+        table.move_to(3)  # the cursor moved
+        assert len(repaints) == 2
+        table.set_rows([*range(9), 42])
+        assert len(repaints) == 2
+
+
 async def test_a_log_follows_its_end_until_the_cursor_leaves_it() -> None:
     app = TableApp()
     async with app.run_test(size=(20, 11)):

@@ -135,9 +135,12 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         elif old_key is not None:
             self.cursor = self._index_of(old_key, self.cursor)
         self._clamp()
-        # New rows that look the same on screen (an idle machine, a minute of the
-        # same figures) repaint nothing: Textual's compositor was most of an idle
-        # monitor's CPU, repainting an unchanged table every tick.
+        self._repaint()
+
+    def _repaint(self) -> None:
+        """Repaint if what shows changed. New rows that look the same on screen (an
+        idle machine, a minute of the same figures) repaint nothing: Textual's
+        compositor was most of an idle monitor's CPU, redrawing an unchanged table."""
         widths = self.widths
         shown = self.rows[self.top : self.top + self.page_height]
         drawn = (self.top, self.cursor, self.size, *(tuple(self.render_row(row, widths))
@@ -181,7 +184,7 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         else:  # a plain list scrolls instead
             self.top = index
         self._clamp()
-        self.refresh()
+        self._repaint()
         self.post_message(self.CursorMoved())
 
     # keys and mouse -----------------------------------------------------------
@@ -217,7 +220,7 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
 
     def on_resize(self, _event: events.Resize) -> None:
         self._clamp()  # rows set while the view was hidden were placed for a zero height
-        self.refresh()
+        self._repaint()
 
     # drawing ------------------------------------------------------------------
 
