@@ -29,9 +29,14 @@ from netoproc.decode.layouts import (
     Layout,
 )
 from netoproc.decode.scalar import SLL_OUTGOING, Malformed, decode_record
-from netoproc.model import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, V4_MAPPED_PREFIX, Direction
-
-DNS_PORT = 53
+from netoproc.model import (
+    DNS_PORT,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    V4_MAPPED_PREFIX,
+    Direction,
+)
 
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]

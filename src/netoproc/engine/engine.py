@@ -48,7 +48,7 @@ from netoproc.engine.grouping import (
 )
 from netoproc.engine.interfaces import InterfaceStats
 from netoproc.engine.owners import SightedOwners
-from netoproc.engine.tcp import JITTER_SECONDS, TcpHealth
+from netoproc.engine.tcp import JITTER_SECONDS, TcpTracker
 from netoproc.model import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -66,10 +66,8 @@ from netoproc.snapshot import (
     ConnectionRow,
     ProcessRow,
     Snapshot,
+    TcpHealth,
     Traffic,
-)
-from netoproc.snapshot import (
-    TcpHealth as TcpHealthRow,
 )
 
 HISTORY_SECONDS = 60
@@ -158,7 +156,7 @@ class Engine:
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
-        self.tcp = TcpHealth(self.table.capacity)
+        self.tcp = TcpTracker(self.table.capacity)
         self.floods = Floods(max_flows=max_flows)
         self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
         self._folded: dict[tuple[str, str], ProcessRow] = {}  # (name, user) -> exited ones
@@ -720,7 +718,7 @@ class Engine:
 
     def _tcp_health(
         self, flows: list[Flow], slots: npt.NDArray[np.int64], now: float
-    ) -> list[TcpHealthRow]:
+    ) -> list[TcpHealth]:
         """Health rows for TCP flows: the packets' (or the kernel filter's) figures,
         with the socket's own where the kernel keeps them."""
         figures = self.tcp.figures_of(slots, now)
@@ -741,7 +739,7 @@ class Engine:
             if jitter is None and kernel is not None:
                 jitter = kernel.rttvar_ms  # the kernel's mean deviation, when no samples of our own
             rows.append(
-                TcpHealthRow(
+                TcpHealth(
                     rtt_source="kernel" if kernel else "packets",
                     retransmits_source="kernel" if kernel_count is not None else "packets",
                     rtt_ms=kernel.rtt_ms if kernel else rtt,

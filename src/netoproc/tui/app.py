@@ -34,7 +34,7 @@ from netoproc.output.text import printable
 from netoproc.snapshot import Snapshot
 from netoproc.tui.bars import FilterBar, Status, StatusBar, TabBar, too_small_text
 from netoproc.tui.connection_view import ConnectionTable
-from netoproc.tui.dns_view import DnsView
+from netoproc.tui.dns_view import DnsPanel
 from netoproc.tui.help import HelpScreen
 from netoproc.tui.interface_view import InterfaceCards
 from netoproc.tui.order import View, initial_order
@@ -130,7 +130,7 @@ class MonitorApp(App[None]):
             ProcessTable(id="process"),
             ConnectionTable(id="connection"),
             InterfaceCards(id="interface", only=options.interface),
-            DnsView(id="dns"),
+            DnsPanel(id="dns"),
         )
         self.orders = [initial_order(view.SORTS, options.sort) for view in self.views]
 

@@ -18,7 +18,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
 
-from netoproc.model import IPPROTO_UDP, ProcessRef, SocketInfo, proto_name
+from netoproc.model import DNS_PORT, IPPROTO_UDP, ProcessRef, SocketInfo, proto_name
 from netoproc.output.text import printable
 from netoproc.snapshot import ConnectionRow, ProcessRow, Snapshot
 from netoproc.tui.cells import (
@@ -36,7 +36,6 @@ from netoproc.tui.table import GAP, Column, RowTable
 
 SPARK = Style(color="cyan")
 RATE_TEXT = 4  # compact_rate is never wider
-DNS_PORT = 53
 MIN_NAME = 4  # cells of a folded row's name worth keeping before its count shortens
 
 
