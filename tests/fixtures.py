@@ -12,6 +12,7 @@ from netoproc.snapshot import (
     ConnectionRow,
     DnsQueryRow,
     DnsView,
+    FloodRow,
     InterfaceRow,
     ProcessRow,
     ResolverRow,
@@ -20,6 +21,23 @@ from netoproc.snapshot import (
 )
 
 T0 = 1_800_000_000.0
+
+# A SYN flood on port 80, folded: what --verbose and the status bar say of one.
+FLOOD = FloodRow(
+    iface="eth0",
+    proto=IPPROTO_TCP,
+    lport=80,
+    reason="flood or scan: no local socket",
+    process=None,
+    total=Traffic(rx_bytes=48_000_000, rx_packets=1_200_000),
+    rx_rate=0.0,
+    tx_rate=0.0,
+    sources=950_123,
+    sources_exact=False,
+    ports=1,
+    first_seen=0.0,
+    last_seen=1.0,
+)
 
 
 def connection(

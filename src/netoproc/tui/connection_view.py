@@ -15,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from netoproc.model import proto_name
-from netoproc.output.text import printable
+from netoproc.output.text import printable, rate_text
 from netoproc.snapshot import ConnectionRow, Snapshot
 from netoproc.tui.cells import (
     DIM,
@@ -23,7 +23,6 @@ from netoproc.tui.cells import (
     fit,
     milliseconds,
     rate_style,
-    rate_text,
     state_text,
 )
 from netoproc.tui.order import Order, SortKey, sort_rows

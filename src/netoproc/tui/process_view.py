@@ -19,13 +19,11 @@ from rich.style import Style
 from textual.binding import Binding, BindingType
 
 from netoproc.model import DNS_PORT, IPPROTO_UDP, ProcessRef, SocketInfo, proto_name
-from netoproc.output.text import printable
+from netoproc.output.text import compact_rate, decimal_size, printable
 from netoproc.snapshot import ConnectionRow, ProcessRow, Snapshot
 from netoproc.tui.cells import (
     DIM,
-    compact_rate,
     count,
-    decimal_size,
     endpoint,
     fit,
     rate_style,
