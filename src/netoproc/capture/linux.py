@@ -37,6 +37,7 @@ from netoproc.capture.records import (
     InterfaceTable,
     RecordBlock,
     RttSamples,
+    headers_at,
 )
 from netoproc.ebpf import BpfUnavailable
 from netoproc.model import Direction
@@ -239,9 +240,7 @@ class LinuxCapture:
             at += next_offset(data, at)[0]
         buf = data
         offsets = np.asarray(starts, np.int64)
-        size = RECORD_DTYPE.itemsize
-        at_every_byte = np.ndarray((len(buf) - size + 1,), np.dtype(f"V{size}"), buf, strides=(1,))
-        hdr = at_every_byte[offsets].view(RECORD_DTYPE)
+        hdr = headers_at(buf, offsets, RECORD_DTYPE)
         protocol = hdr["sll_protocol"]
         linktype = np.where(
             protocol == 0x0800, LINKTYPE_IPV4, np.where(protocol == 0x86DD, LINKTYPE_IPV6, -1)

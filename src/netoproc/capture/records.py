@@ -44,6 +44,20 @@ _GUARD_FILL = b"\xa5"
 Int64Array = npt.NDArray[np.int64]
 
 
+def headers_at(buf: bytes, starts: Int64Array, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """The fixed-size header `dtype` at every offset in `starts`, copied out at once.
+
+    A strided view with one element starting at every byte of `buf` lets a single
+    fancy-index gather copy each header as one item: no Python loop per record.
+    Every start must leave `dtype.itemsize` bytes in `buf` (the guard bytes do).
+    """
+    size = dtype.itemsize
+    at_every_byte = np.ndarray(
+        (max(0, len(buf) - size + 1),), np.dtype(f"V{size}"), buf, strides=(1,)
+    )
+    return at_every_byte[starts].view(dtype)
+
+
 class InterfaceTable:
     """Interface ids and names for one capture source; append-only.
 
