@@ -169,10 +169,9 @@ class LiveSession:
                 log.debug("first-packet read failed: %s", exc)
                 self.stopping.wait(0.5)
                 continue
-            for linktype, data, _iface in arrived:
+            for linktype, data, length, _iface in arrived:
                 try:
-                    # only the ports matter here; the ring counts the bytes
-                    packet = decode_record(data, 0, len(data), 1 << 18, linktype)
+                    packet = decode_record(data, 0, len(data), length, linktype)
                 except Malformed:
                     continue
                 if packet is not None and packet.transport:

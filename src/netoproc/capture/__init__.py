@@ -49,8 +49,9 @@ class LiveCapture(Protocol):
 class FirstPackets(Protocol):
     """Packets that open flows, delivered one by one as soon as they are sent."""
 
-    def read(self, limit: int = 256) -> list[tuple[int, bytes, str]]:
-        """(link type, packet, interface name) of what arrived, waiting briefly."""
+    def read(self, limit: int = 256) -> list[tuple[int, bytes, int, str]]:
+        """(link type, the packet's first bytes, its length, interface name) of what
+        arrived, waiting briefly."""
         ...
 
     def wake(self) -> None:
@@ -82,5 +83,5 @@ def open_live(
     if sys.platform.startswith("linux"):
         from netoproc.capture import linux
 
-        return linux.LinuxCapture(interface, buffer_bytes, keep_dns, kernel_counts)
+        return linux.open_capture(interface, buffer_bytes, keep_dns, kernel_counts)
     raise CaptureUnavailable(f"live capture is not available on {sys.platform} yet")
