@@ -280,6 +280,9 @@ class LiveSession:
     ) -> Snapshot:
         """Capture until `duration` seconds pass or `stop()`; return the last snapshot."""
         fast_lane = self.first_packets is not None and self.platform is not None
+        # Interpreter-wide settings, for the fast lane alone (the fallback without
+        # eBPF owners), and put back when the run ends: each buys the lane its
+        # millisecond (figures above and below; tests/test_session.py checks both).
         switch_interval = sys.getswitchinterval()
         if fast_lane:
             sys.setswitchinterval(GIL_SWITCH_SECONDS)
