@@ -18,7 +18,7 @@ from netoproc.tui.cells import (
 )
 
 
-def test_rates_are_coloured_by_the_guides_thresholds() -> None:
+def test_rates_are_coloured_by_the_readmes_thresholds() -> None:
     assert rate_style(999) == GREEN
     assert rate_style(1_000) == YELLOW
     assert rate_style(100_000) == YELLOW

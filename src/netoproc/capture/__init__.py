@@ -61,6 +61,20 @@ class FirstPackets(Protocol):
     def close(self) -> None: ...
 
 
+def describe_live(kernel_counts: bool) -> tuple[str, list[str]]:
+    """This OS's live capture as --version names it, and the privileges this process
+    lacks for it; probes without opening anything. `kernel_counts`: as for open_live."""
+    if not sys.platform.startswith(("darwin", "linux")):
+        return f"none on {sys.platform} (--read replays files)", []
+    if sys.platform.startswith("darwin"):
+        from netoproc.capture import darwin
+
+        return darwin.describe()
+    from netoproc.capture import linux
+
+    return linux.describe(kernel_counts)
+
+
 def open_first_packets(interface: str | None) -> FirstPackets | None:
     """A fast lane for flows whose process may exit within milliseconds; None if
     this OS's capture does not need one (it names the process in each packet)."""

@@ -44,10 +44,11 @@ from netoproc.capture.records import (
     RttSamples,
     headers_at,
 )
-from netoproc.ebpf import BpfUnavailable
+from netoproc.ebpf import CAP_BPF, BpfUnavailable, missing_capabilities, unusable
 from netoproc.model import Direction
 
 SOL_PACKET = 263
+CAP_NET_RAW = 13
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
@@ -214,6 +215,19 @@ class SocketRing:
         finally:
             self._sock.close()
             self._waker.close()
+
+
+def describe(kernel_counts: bool) -> tuple[str, list[str]]:
+    """The ring, whether the kernel will count, and the capabilities this process lacks."""
+    lacking = missing_capabilities((("CAP_NET_RAW", CAP_NET_RAW),))
+    kernel = f"kernel {os.uname().release}"
+    if not kernel_counts:
+        return f"AF_PACKET ring ({kernel}; counting in the kernel turned off)", lacking
+    why = unusable(core=False)
+    if why:
+        return f"AF_PACKET ring ({kernel}; no counting in the kernel: {why})", lacking
+    lacking += missing_capabilities((("CAP_BPF", CAP_BPF),))
+    return f"AF_PACKET ring + eBPF counting ({kernel})", lacking
 
 
 def open_capture(

@@ -1,7 +1,7 @@
 """The monitor: the full-screen app that shows the latest snapshot in four views.
 
 It owns the screen layout (tab bar, the views, filter bar, status bar), the
-keys of the guide's TUI CONTROLS, the filter and the sort of each view, and
+keys netoproc(1) lists under KEYS (tui/help.py), the filter and the sort of each view, and
 the terminal's fate: whatever ends the app (q, Ctrl-C, SIGTERM, SIGHUP, an
 error in the app or in the capture), Textual's driver puts the terminal back
 as it was, and an error is reported afterwards as one line.
@@ -42,7 +42,7 @@ from netoproc.tui.process_view import ProcessTable
 from netoproc.tui.source import SnapshotSource
 from netoproc.tui.table import RowTable
 
-MINIMUM_SIZE = (80, 24)  # the guide's COMPATIBILITY table
+MINIMUM_SIZE = (80, 24)  # smaller, the screen asks to be resized (README, "Monitor mode")
 EXIT_OK, EXIT_FATAL = 0, 4
 VIEW_IDS = ("process", "connection", "interface", "dns")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)

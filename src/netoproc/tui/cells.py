@@ -17,7 +17,7 @@ from netoproc.model import V4_MAPPED_PREFIX, format_endpoint
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 _CLAMPED_LEVELS = SPARK_LEVELS + SPARK_LEVELS[-1]
 
-# The guide's thresholds for rate colours (Connection view, "Color coding").
+# Rate colours: green below 1 KB/s, yellow to 100 KB/s, red above (README, "Monitor mode").
 GREEN = Style(color="green")
 YELLOW = Style(color="yellow")
 RED = Style(color="red")
@@ -41,7 +41,7 @@ def count(value: int) -> str:
 
 
 def milliseconds(value: float | None) -> str:
-    """RTT or latency as the guide writes it: 0.5ms, 12ms; `-` when unknown."""
+    """RTT or latency as the Connection and DNS views write it: 0.5ms, 12ms; `-` when unknown."""
     if value is None:
         return "-"
     if value < 0.1:

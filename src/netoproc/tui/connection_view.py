@@ -1,6 +1,6 @@
 """The Connection view: every flow of every process in one flat table.
 
-Rates are coloured by the guide's thresholds (green below 1 KB/s, yellow up
+Rates are coloured by the README's thresholds (green below 1 KB/s, yellow up
 to 100 KB/s, red above). RTT and Retrans come from the kernel's TCP
 figures when the platform has them, `-` otherwise. On a narrow terminal the
 Local column goes first, then Dir; everything else always fits in 80 columns.

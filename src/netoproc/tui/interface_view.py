@@ -1,4 +1,4 @@
-"""The Interface view: one card per network interface, drawn as the guide draws it.
+"""The Interface view: one card per network interface (README, "Monitor mode").
 
 A card is ten lines: a top border carrying the name, the kind and UP/DOWN;
 the addresses and DNS servers; RX and TX sparklines of bytes per minute

@@ -1,6 +1,6 @@
 """The Process view: one row per process, and under an expanded one its sockets and connections.
 
-The guide's "Expandable rows": `Enter` on a process lists, with tree
+Expandable rows (README, "Monitor mode"): `Enter` on a process lists, with tree
 glyphs, every connection it has traffic on and every socket it holds
 without one (listening, unconnected UDP, idle TCP), with fd, protocol,
 local → remote, state, interface and rates. Under the `unknown` row the
