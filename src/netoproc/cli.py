@@ -93,10 +93,38 @@ def _in_range(
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not low <= value <= high:  # also rejects nan
-            raise argparse.ArgumentTypeError(f"{text} is out of range ({low:g} to {high:g}{unit})")
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range ({_number(low)} to {_number(high)}{unit})"
+            )
         return value
 
     return parse
+
+
+def _number(value: float) -> str:
+    """1, 0.1, 16777216: as a person writes it, never in exponent form."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _ranged(
+    group: argparse._ArgumentGroup,
+    option: str,
+    kind: Callable[[str], float],
+    low: float,
+    high: float,
+    unit: str,
+    metavar: str,
+    default: float | None,
+    help: str,
+) -> None:
+    """An option taking a number from `low` to `high`; its help says the range and default."""
+    limits = f"{_number(low)} to {_number(high)}"
+    if default is not None:
+        limits = f"default: {_number(default)}; {limits}"
+    group.add_argument(
+        option, type=_in_range(kind, low, high, unit), default=default, metavar=metavar,
+        help=f"{help} ({limits})",
+    )  # fmt: skip
 
 
 VIEWS = ("process", "connection", "interface", "dns")
@@ -142,13 +170,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     mode = parser.add_argument_group("mode (the monitor unless --duration, --read or a stream)")
     mode.add_argument("--monitor", action="store_true", help="full-screen monitor (the default)")
-    mode.add_argument(
-        "--duration",
-        type=_in_range(float, 1.0, 3600.0, " seconds"),
-        metavar="SECONDS",
-        help="snapshot mode: collect for this long, print, exit (1.0 to 3600.0); "
-        "with --format jsonl or --listen: run this long (default: until stopped)",
-    )
+    _ranged(
+        mode, "--duration", float, 1.0, 3600.0, " seconds", "SECONDS", None,
+        "snapshot mode: collect for this long, print, exit; with --format jsonl or --listen: "
+        "run this long instead of until stopped",
+    )  # fmt: skip
     mode.add_argument(
         "--read",
         metavar="FILE",
@@ -196,23 +222,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     capture.add_argument(
         "--interface", metavar="IFACE", help="capture on this interface only (default: all)"
     )
-    capture.add_argument(
-        "--interval",
-        type=_in_range(float, 0.1, 10.0, " seconds"),
-        default=1.0,
-        metavar="SECONDS",
-        help="refresh interval (default: 1.0; 0.1 to 10)",
-    )
+    _ranged(capture, "--interval", float, 0.1, 10.0, " seconds", "SECONDS", 1.0, "refresh interval")
     capture.add_argument(
         "--no-dns", action="store_true", help="do not capture DNS payloads or show the DNS view"
     )
-    capture.add_argument(
-        "--bpf-buffer",
-        type=_in_range(int, 4096, 16777216, " bytes"),
-        default=2097152,
-        metavar="BYTES",
-        help="kernel capture buffer size (default: 2097152; 4096 to 16777216)",
-    )
+    _ranged(
+        capture, "--bpf-buffer", int, 4096, 16777216, " bytes", "BYTES", 2097152,
+        "kernel capture buffer size",
+    )  # fmt: skip
     ledger = parser.add_argument_group("usage ledger (history on disk; read it with `report`)")
     ledger.add_argument(
         "--ledger",
@@ -224,13 +241,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="record the ledger and show nothing, until SIGTERM/Ctrl-C (or --duration)",
     )
-    ledger.add_argument(
-        "--ledger-limit",
-        type=_in_range(float, 1.0, 1048576.0, " MiB"),
-        default=256.0,
-        metavar="MIB",
-        help="size bound of the ledger: oldest records go first (default: 256; 1 to 1048576)",
-    )
+    _ranged(
+        ledger, "--ledger-limit", float, 1.0, 1048576.0, " MiB", "MIB", 256.0,
+        "size bound of the ledger: oldest records go first",
+    )  # fmt: skip
     general = parser.add_argument_group("general")
     general.add_argument(
         "--verbose",
