@@ -112,11 +112,14 @@ def attach_filter(sock: socket.socket, program: bytes) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def _packet_socket(device: str, refused: str) -> socket.socket:
+def _packet_socket(device: str) -> socket.socket:
+    """A cooked packet socket for every protocol; CaptureUnavailable says why not."""
     try:
         return socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
     except PermissionError:
-        raise CaptureUnavailable(f"cannot capture on {device}: {refused}") from None
+        raise CaptureUnavailable(
+            f"cannot capture on {device}: opening a packet socket was refused (needs CAP_NET_RAW)"
+        ) from None
     except OSError as exc:
         raise CaptureUnavailable(
             f"cannot capture on {device}: packet socket: {exc.strerror}"
@@ -247,7 +250,7 @@ def open_capture(
                 f"cannot capture on {interface}: no such interface "
                 "(see `ip link` for the names on this machine)"
             ) from None
-    sock = _packet_socket(device, "opening a packet socket was refused (needs CAP_NET_RAW)")
+    sock = _packet_socket(device)
     interfaces = InterfaceTable()
     counter: KernelCounts | None = None
     counting_why = "turned off (NETOP_EBPF=off)"
@@ -437,7 +440,7 @@ class LinuxFirstPackets:
 
     def __init__(self, interface: str | None = None) -> None:
         device = interface or "all interfaces"
-        sock = _packet_socket(device, "opening a packet socket was refused (needs CAP_NET_RAW)")
+        sock = _packet_socket(device)
         self._sock = sock
         try:
             attach_filter(sock, bpf.first_packets())
