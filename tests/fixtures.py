@@ -12,6 +12,7 @@ from netoproc.snapshot import (
     ConnectionRow,
     DnsQueryRow,
     DnsView,
+    FloodRow,
     InterfaceRow,
     ProcessRow,
     ResolverRow,
@@ -20,6 +21,23 @@ from netoproc.snapshot import (
 )
 
 T0 = 1_800_000_000.0
+
+# A SYN flood on port 80, folded: what --verbose and the status bar say of one.
+FLOOD = FloodRow(
+    iface="eth0",
+    proto=IPPROTO_TCP,
+    lport=80,
+    reason="flood or scan: no local socket",
+    process=None,
+    total=Traffic(rx_bytes=48_000_000, rx_packets=1_200_000),
+    rx_rate=0.0,
+    tx_rate=0.0,
+    sources=950_123,
+    sources_exact=False,
+    ports=1,
+    first_seen=0.0,
+    last_seen=1.0,
+)
 
 
 def connection(
@@ -53,8 +71,8 @@ def connection(
     )
 
 
-def guide_snapshot() -> Snapshot:
-    """The processes of the user's guide's SNAPSHOT OUTPUT examples."""
+def readme_snapshot() -> Snapshot:
+    """The processes of the README's snapshot examples (chrome, curl, unknown)."""
     chrome = ProcessRef(1842, "chrome", "admin")
     curl = ProcessRef(5678, "curl", "admin")
     conns = (
@@ -73,20 +91,20 @@ def guide_snapshot() -> Snapshot:
 
 
 def long_run_snapshot() -> Snapshot:
-    """The guide's processes after a long run: older exited processes folded by name."""
-    guide = guide_snapshot()
+    """The README's processes after a long run: older exited processes folded by name."""
+    readme = readme_snapshot()
     curl = ProcessRef(EXITED_PID, "curl", "admin")
     backup = ProcessRef(EXITED_PID, "backup-worker-nightly", "root")
     folded = (
         ProcessRow(curl, Traffic(3_120_000, 624_000, 6_240, 3_120), exited=312),
         ProcessRow(backup, Traffic(2_000, 1_000, 20, 10), exited=1_234),
     )  # fmt: skip
-    return replace(guide, processes=(*guide.processes, *folded))
+    return replace(readme, processes=(*readme.processes, *folded))
 
 
 # The monitor's fixtures -------------------------------------------------------
-# Everything the four views show, with the guide's names and numbers, so the
-# screenshots of the TUI can be read against the user's guide.
+# Everything the four views show, with believable names and numbers, so the
+# screenshots of the TUI read like a real session.
 
 FIREFOX = ProcessRef(1842, "firefox", "admin")
 CURL = ProcessRef(2103, "curl", "admin")
@@ -145,7 +163,7 @@ def live_connection(
 
 def monitor_snapshot() -> Snapshot:
     """Five minutes into a session: the processes, connections, interfaces and DNS
-    queries of the user's guide's VIEWS section."""
+    queries every view has something to show of."""
     here = "192.168.1.100"
     conns = (
         live_connection(FIREFOX, here, 54321, "140.82.121.4", 443, rx_rate=1_200_000,

@@ -31,7 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "ledger": {"model", "snapshot", "output"},
     "session": {"model", "clock", "capture", "decode", "platform", "engine", "snapshot"},
     "exporter": {"output", "snapshot", "model"},  # --listen: the HTTP side of the metrics
+    "backends": {"capture", "platform"},  # --version: what this machine offers
     "cli": {
+        "backends",
         "session",
         "output",
         "capture",

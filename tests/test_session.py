@@ -11,6 +11,8 @@ with exact totals.
 
 from __future__ import annotations
 
+import gc
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,8 +20,15 @@ from pathlib import Path
 import dns.message
 import pytest
 
-from netoproc.capture.records import LINKTYPE_ETHERNET, InterfaceTable, RecordBlock, build_block
+from netoproc.capture.records import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    InterfaceTable,
+    RecordBlock,
+    build_block,
+)
 from netoproc.model import (
+    IPPROTO_TCP,
     IPPROTO_UDP,
     Direction,
     FlowKey,
@@ -30,7 +39,7 @@ from netoproc.model import (
     UnknownReason,
     parse_addr,
 )
-from netoproc.session import LiveSession, Settings, replay
+from netoproc.session import GIL_SWITCH_SECONDS, LiveSession, Settings, replay
 from netoproc.snapshot import Snapshot, Traffic
 from tests import builders as b
 from tests.witness import tcpdump_packets
@@ -254,3 +263,70 @@ def test_wall_clock_stepping_back_mid_run() -> None:
     (query,) = snapshot.dns.queries
     assert (query.name, query.rcode) == ("example.com", "NOERROR")
     assert query.latency_ms is not None and query.latency_ms >= 0  # not an hour below zero
+
+
+class OneSyn:
+    """The fast lane's socket: one outgoing SYN, its first bytes only, as the kernel
+    copies them, with the packet's whole length beside them."""
+
+    def __init__(self) -> None:
+        syn = b.ipv4(b.TCP, b.tcp(40001, 443, b"\0" * 1400, flags=b.SYN), src=ME, dst=RESOLVER)
+        self.arrivals = [[(LINKTYPE_IPV4, syn[:64], len(syn), "eth0")]]
+
+    def read(self, limit: int = 256) -> list[tuple[int, bytes, int, str]]:
+        time.sleep(0.01)
+        return self.arrivals.pop(0) if self.arrivals else []
+
+    def wake(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class WatchingPlatform(FlakyPlatform):
+    """Notes what the fast lane asked and how the interpreter was set meanwhile."""
+
+    fast_lane = True
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.prefetched: list[tuple[int, int, int, int, int]] = []
+        self.during: tuple[float, int] | None = None
+
+    def prefetch(self, flows: Iterable[tuple[int, int, int, int, int]]) -> None:
+        self.prefetched += flows
+        self.during = (sys.getswitchinterval(), gc.get_freeze_count())
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_the_fast_lane_sets_the_interpreter_only_while_it_runs(fast_lane: bool) -> None:
+    clock = SteppingClock(None)
+    platform = WatchingPlatform()
+    before = sys.getswitchinterval()
+    session = LiveSession(
+        Settings(interval=0.05),
+        clock,
+        capture=ScriptedCapture([EXCHANGE], clock),
+        platform=platform,
+        first_packets=OneSyn() if fast_lane else None,
+    )
+    try:
+        session.run(0.3)
+    finally:
+        session.close()
+    assert sys.getswitchinterval() == before
+    assert gc.get_freeze_count() == 0
+    if fast_lane:
+        assert platform.during is not None
+        assert platform.during[0] == pytest.approx(GIL_SWITCH_SECONDS) and platform.during[1] > 0
+        # decoded with the packet's real length: a 64-byte prefix of a 1,460-byte SYN
+        assert (
+            IPPROTO_TCP,
+            parse_addr(ME),
+            40001,
+            parse_addr(RESOLVER),
+            443,
+        ) in platform.prefetched
+    else:
+        assert platform.during is None

@@ -50,12 +50,33 @@ Bytes are IP-layer bytes: IP header plus payload, from the IP length fields
 headers. RX and TX are from the local process's point of view."""
 
 EPILOG = """\
+examples:
+  sudo %(prog)s                                  the monitor, all interfaces
+  sudo %(prog)s --duration 5 --format pretty     one table after 5 seconds
+  sudo %(prog)s --duration 5 --view connection   one row per connection
+  sudo %(prog)s --format jsonl --interval 2      a JSON line per row, every 2 s
+  sudo %(prog)s --listen 9786                    Prometheus metrics on /metrics
+  sudo %(prog)s --ledger-only --ledger /var/lib/netoproc/usage.db
+  %(prog)s --read capture.pcapng --format json   replay a file (no root)
+  %(prog)s report --ledger usage.db --since 7d   what the ledger recorded
+
 exit codes: 0 ok, 1 not root, 2 capture device, file or --listen address
-unavailable, 3 invalid arguments, 4 unexpected error"""
+unavailable, 3 invalid arguments, 4 unexpected error
+
+The manual: man netoproc. The ledger's report: %(prog)s report --help."""
 
 
 class UsageError(Exception):
-    pass
+    """Arguments that cannot work: one line, and where help is (exit code 3)."""
+
+    def __init__(self, message: str, command: str = "") -> None:
+        super().__init__(message)
+        self.command = command  # the subcommand whose --help to suggest
+
+
+class Unavailable(Exception):
+    """A capture device, file, address or ledger that cannot be had (exit code 2);
+    the message names it and why."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,13 +93,43 @@ def _in_range(
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not low <= value <= high:  # also rejects nan
-            raise argparse.ArgumentTypeError(f"{text} is out of range ({low:g} to {high:g}{unit})")
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range ({_number(low)} to {_number(high)}{unit})"
+            )
         return value
 
     return parse
 
 
+def _number(value: float) -> str:
+    """1, 0.1, 16777216: as a person writes it, never in exponent form."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _ranged(
+    group: argparse._ArgumentGroup,
+    option: str,
+    kind: Callable[[str], float],
+    low: float,
+    high: float,
+    unit: str,
+    metavar: str,
+    default: float | None,
+    help: str,
+) -> None:
+    """An option taking a number from `low` to `high`; its help says the range and default."""
+    limits = f"{_number(low)} to {_number(high)}"
+    if default is not None:
+        limits = f"default: {_number(default)}; {limits}"
+    group.add_argument(
+        option, type=_in_range(kind, low, high, unit), default=default, metavar=metavar,
+        help=f"{help} ({limits})",
+    )  # fmt: skip
+
+
 VIEWS = ("process", "connection", "interface", "dns")
+FORMATS = ("tsv", "json", "pretty", "jsonl")
+SORTS = ("traffic", "pid", "name", "connections")
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 9786
 
@@ -115,29 +166,49 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
     )
-    parser.add_argument(
-        "--duration",
-        type=_in_range(float, 1.0, 3600.0, " seconds"),
-        metavar="SECONDS",
-        help="snapshot mode: collect for this long, print, exit (1.0 to 3600.0); "
-        "with --format jsonl or --listen: run this long (default: until stopped)",
+    mode = parser.add_argument_group("mode (the monitor unless --duration, --read or a stream)")
+    mode.add_argument("--monitor", action="store_true", help="full-screen monitor (the default)")
+    _ranged(
+        mode, "--duration", float, 1.0, 3600.0, " seconds", "SECONDS", None,
+        "snapshot mode: collect for this long, print, exit; with --format jsonl or --listen: "
+        "run this long instead of until stopped",
+    )  # fmt: skip
+    mode.add_argument(
+        "--read",
+        metavar="FILE",
+        help="replay a pcap/pcapng file instead of capturing; packet times drive the clock",
     )
-    parser.add_argument("--monitor", action="store_true", help="full-screen monitor (the default)")
-    parser.add_argument(
+    output = parser.add_argument_group("what is shown, and how")
+    output.add_argument(
         "--format",
-        choices=("tsv", "json", "pretty", "jsonl"),
+        choices=FORMATS,
         default="tsv",
         help="snapshot output format (default: tsv); jsonl: a stream of one JSON object "
         "per row and interval, with the interval's deltas and the totals",
     )
-    parser.add_argument(
+    output.add_argument(
         "--view",
         choices=VIEWS,
         metavar="{" + ",".join(VIEWS) + "}",
         help="what the snapshot or stream lists (default: process)",
     )
-    parser.add_argument(
+    output.add_argument(
+        "--filter",
+        metavar="PATTERN",
+        help="only processes, remote addresses or domains containing PATTERN (any case)",
+    )
+    output.add_argument(
+        "--sort",
+        choices=SORTS,
+        default="traffic",
+        help="initial sort column of the monitor (default: traffic)",
+    )
+    output.add_argument(
+        "--no-color", action="store_true", help="no colours (also when NO_COLOR is set)"
+    )
+    output.add_argument(
         "--listen",
         nargs="?",
         const=f"{DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT}",
@@ -147,70 +218,70 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         f"{DEFAULT_LISTEN_HOST}; without a value {DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT}); "
         "runs until stopped or for --duration",
     )
-    parser.add_argument(
-        "--filter",
-        metavar="PATTERN",
-        help="only processes, remote addresses or domains containing PATTERN (any case)",
-    )
-    parser.add_argument(
+    capture = parser.add_argument_group("capture")
+    capture.add_argument(
         "--interface", metavar="IFACE", help="capture on this interface only (default: all)"
     )
-    parser.add_argument(
-        "--sort",
-        choices=("traffic", "pid", "name", "connections"),
-        default="traffic",
-        help="initial sort column of the monitor (default: traffic)",
-    )
-    parser.add_argument(
-        "--no-color", action="store_true", help="no colours (also when NO_COLOR is set)"
-    )
-    parser.add_argument(
+    _ranged(capture, "--interval", float, 0.1, 10.0, " seconds", "SECONDS", 1.0, "refresh interval")
+    capture.add_argument(
         "--no-dns", action="store_true", help="do not capture DNS payloads or show the DNS view"
     )
-    parser.add_argument(
-        "--bpf-buffer",
-        type=_in_range(int, 4096, 16777216, " bytes"),
-        default=2097152,
-        metavar="BYTES",
-        help="kernel capture buffer size (default: 2097152; 4096 to 16777216)",
-    )
-    parser.add_argument(
-        "--interval",
-        type=_in_range(float, 0.1, 10.0, " seconds"),
-        default=1.0,
-        metavar="SECONDS",
-        help="refresh interval (default: 1.0; 0.1 to 10)",
-    )
-    parser.add_argument(
-        "--read",
-        metavar="FILE",
-        help="replay a pcap/pcapng file instead of capturing; packet times drive the clock",
-    )
-    parser.add_argument(
+    _ranged(
+        capture, "--bpf-buffer", int, 4096, 16777216, " bytes", "BYTES", 2097152,
+        "kernel capture buffer size",
+    )  # fmt: skip
+    ledger = parser.add_argument_group("usage ledger (history on disk; read it with `report`)")
+    ledger.add_argument(
         "--ledger",
         metavar="FILE",
-        help="also record per-minute usage into this SQLite file (created 0600); "
-        "read it with `report`",
+        help="also record per-minute usage into this SQLite file (created 0600)",
     )
-    parser.add_argument(
+    ledger.add_argument(
         "--ledger-only",
         action="store_true",
         help="record the ledger and show nothing, until SIGTERM/Ctrl-C (or --duration)",
     )
-    parser.add_argument(
-        "--ledger-limit",
-        type=_in_range(float, 1.0, 1048576.0, " MiB"),
-        default=256.0,
-        metavar="MIB",
-        help="size bound of the ledger: oldest records go first (default: 256; 1 to 1048576)",
-    )
-    parser.add_argument(
+    _ranged(
+        ledger, "--ledger-limit", float, 1.0, 1048576.0, " MiB", "MIB", 256.0,
+        "size bound of the ledger: oldest records go first",
+    )  # fmt: skip
+    general = parser.add_argument_group("general")
+    general.add_argument(
         "--verbose",
         action="store_true",
         help="report capture start, drops and decode errors on stderr",
     )
-    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    general.add_argument(
+        "--version",
+        action=_Version,
+        help="the version, and the capture and owner backends this machine offers",
+    )
+    general.add_argument("-h", "--help", action="help", help="this help, and exit")
     return parser
+
+
+class _Version(argparse.Action):
+    """--version: probed only when asked, so other runs never pay for it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        from netoproc.backends import version_text
+
+        _say(sys.stdout, version_text(parser.prog, __version__, _ebpf_wanted()))
+        parser.exit()
+
+
+def _ebpf_wanted() -> bool:
+    """NETOP_EBPF=off (or 0, no) keeps the kernel programs out: the fallback paths."""
+    return os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no")
 
 
 def _program_name(argv0: str) -> str:
@@ -245,8 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(prog, arguments[1:])
         return _run(prog, build_parser(prog).parse_args(arguments))
     except UsageError as exc:
-        _say(sys.stderr, f"error: {exc}\nTry '{prog} --help' for more information.")
+        command = f"{prog} {exc.command}".strip()
+        _say(sys.stderr, f"error: {exc}\nTry '{command} --help' for more information.")
         return EXIT_USAGE
+    except Unavailable as exc:
+        _say(sys.stderr, f"error: {exc}")
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -266,14 +341,11 @@ def _report(prog: str, argv: list[str]) -> int:
         run(prog, argv, SystemClock().now(), sys.stdout)
         sys.stdout.flush()
     except ReportUsage as exc:
-        _say(sys.stderr, f"error: {exc}\nTry '{prog} report --help' for more information.")
-        return EXIT_USAGE
+        raise UsageError(str(exc), "report") from None
     except LedgerError as exc:
-        _say(sys.stderr, f"error: {exc}")
-        return EXIT_UNAVAILABLE
+        raise Unavailable(str(exc)) from None
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()
     return EXIT_OK
 
 
@@ -340,13 +412,12 @@ class _SessionSource:
 def _monitor(prog: str, args: argparse.Namespace, settings: Settings) -> int:
     """The full-screen monitor on the live network, or on a replayed file (`--read`)."""
     from netoproc.capture import CaptureUnavailable
-    from netoproc.capture.pcapfile import CaptureFileError
     from netoproc.clock import SystemClock
-    from netoproc.session import LiveSession, replay
+    from netoproc.session import LiveSession
 
     # imported only here: Textual costs a quarter of a second that snapshot mode never pays
     from netoproc.tui.app import MonitorOptions, run_monitor
-    from netoproc.tui.source import SnapshotSource, StaticSource
+    from netoproc.tui.source import StaticSource
 
     options = MonitorOptions(
         sort=args.sort,
@@ -356,38 +427,42 @@ def _monitor(prog: str, args: argparse.Namespace, settings: Settings) -> int:
         interface=args.interface,
         debug=_debug(),
     )
-    source: SnapshotSource
-    recorder = None
-    later: list[str] = []  # the ledger's lines, printed once the terminal is back
-    if args.read is None:
-        recorder = _open_recorder(prog, args, later)
-        if recorder is not None:
-            options = dataclasses.replace(options, notice=recorder.notice)
     if args.read is not None:
-        try:
-            snapshot, problem = replay(args.read, duration=None, settings=settings)
-        except CaptureFileError as exc:
-            _say(sys.stderr, f"error: {exc}")
-            return EXIT_UNAVAILABLE
-        if problem:
-            _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
-        source = StaticSource(snapshot)
-    else:
+        return run_monitor(StaticSource(_replay(args, settings)), options)
+    later: list[str] = []  # the ledger's lines, printed once the terminal is back
+    recorder = _open_recorder(prog, args, later)
+    if recorder is not None:
+        options = dataclasses.replace(options, notice=recorder.notice)
+    try:
         try:
             source = _SessionSource(LiveSession(settings, SystemClock()), recorder)
         except CaptureUnavailable as exc:
-            if recorder is not None:
-                recorder.close()
-            _say(sys.stderr, f"error: {exc}")
-            return EXIT_UNAVAILABLE
-        try:
-            return run_monitor(source, options)
-        finally:
-            if recorder is not None:
-                recorder.close()
-            for line in later:  # the terminal is back: what the ledger had to say
-                _say(sys.stderr, line)
-    return run_monitor(source, options)
+            raise Unavailable(str(exc)) from None
+        return run_monitor(source, options)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        for line in later:  # the terminal is back: what the ledger had to say
+            _say(sys.stderr, line)
+
+
+def _replay(
+    args: argparse.Namespace,
+    settings: Settings,
+    duration: float | None = None,
+    on_tick: Callable[[Snapshot], None] | None = None,
+) -> Snapshot:
+    """The replayed file's last snapshot; a file cut short is a warning, not an error."""
+    from netoproc.capture.pcapfile import CaptureFileError
+    from netoproc.session import replay
+
+    try:
+        snapshot, problem = replay(args.read, duration=duration, settings=settings, on_tick=on_tick)
+    except CaptureFileError as exc:
+        raise Unavailable(str(exc)) from None
+    if problem:
+        _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
+    return snapshot
 
 
 def _check_modes(args: argparse.Namespace) -> None:
@@ -415,7 +490,7 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     from netoproc.session import Settings
 
     _check_modes(args)
-    ebpf = os.environ.get("NETOP_EBPF", "").lower() not in ("off", "0", "no")
+    ebpf = _ebpf_wanted()
     settings = Settings(
         interface=args.interface,
         buffer_bytes=args.bpf_buffer,
@@ -479,22 +554,13 @@ def _quiet_stdout() -> None:
 def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
     """Snapshot mode, the stream and the exporter: everything but the monitor."""
     from netoproc.capture import CaptureUnavailable
-    from netoproc.capture.pcapfile import CaptureFileError
     from netoproc.clock import SystemClock
     from netoproc.output.views import writer
-    from netoproc.session import LiveSession, replay
+    from netoproc.session import LiveSession
 
     outputs = _Outputs(args)
     if args.read is not None:
-        try:
-            snapshot, problem = replay(
-                args.read, duration=args.duration, settings=settings, on_tick=outputs.tick
-            )
-        except CaptureFileError as exc:
-            _say(sys.stderr, f"error: {exc}")
-            return EXIT_UNAVAILABLE
-        if problem:
-            _say(sys.stderr, f"warning: {args.read}: {problem}; showing what came before")
+        snapshot = _replay(args, settings, args.duration, outputs.tick)
         outputs.tick(snapshot)
     else:
         exporter = None
@@ -506,15 +572,13 @@ def _headless(prog: str, args: argparse.Namespace, settings: Settings) -> int:
                 host, port = args.listen
                 exporter = Exporter(host, port, outputs.metrics)
             except ListenError as exc:
-                _say(sys.stderr, f"error: {exc}")
-                return EXIT_UNAVAILABLE
+                raise Unavailable(str(exc)) from None
         outputs.recorder = _open_recorder(prog, args, None)
         try:
             try:
                 session = LiveSession(settings, SystemClock())
             except CaptureUnavailable as exc:
-                _say(sys.stderr, f"error: {exc}")
-                return EXIT_UNAVAILABLE
+                raise Unavailable(str(exc)) from None
             snapshot = _live(prog, args, session, outputs, exporter)
         finally:
             if exporter is not None:

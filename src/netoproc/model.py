@@ -18,6 +18,8 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
 
+DNS_PORT = 53  # the DNS observatory reads whole packets to or from this port
+
 PROTO_NAMES = {
     IPPROTO_ICMP: "ICMP",
     IPPROTO_TCP: "TCP",

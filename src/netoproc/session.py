@@ -171,10 +171,9 @@ class LiveSession:
                 log.debug("first-packet read failed: %s", exc)
                 self.stopping.wait(0.5)
                 continue
-            for linktype, data, _iface in arrived:
+            for linktype, data, length, _iface in arrived:
                 try:
-                    # only the ports matter here; the ring counts the bytes
-                    packet = decode_record(data, 0, len(data), 1 << 18, linktype)
+                    packet = decode_record(data, 0, len(data), length, linktype)
                 except Malformed:
                     continue
                 if packet is not None and packet.transport:
@@ -286,6 +285,9 @@ class LiveSession:
     ) -> Snapshot:
         """Capture until `duration` seconds pass or `stop()`; return the last snapshot."""
         fast_lane = self.first_packets is not None and self.platform is not None
+        # Interpreter-wide settings, for the fast lane alone (the fallback without
+        # eBPF owners), and put back when the run ends: each buys the lane its
+        # millisecond (figures above and below; tests/test_session.py checks both).
         switch_interval = sys.getswitchinterval()
         if fast_lane:
             sys.setswitchinterval(GIL_SWITCH_SECONDS)

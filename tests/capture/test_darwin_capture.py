@@ -139,7 +139,7 @@ def test_other_clones_are_left_alone(description: bytes, attached: int) -> None:
     assert kernel.created == ["pktap0"] and kernel.destroyed == ["pktap0"]
 
 
-def test_all_bpf_devices_busy_is_the_guides_error() -> None:
+def test_all_bpf_devices_busy_is_one_line_naming_them() -> None:
     kernel = FakeBpfKernel(busy=4, devices=4)
     with pytest.raises(CaptureUnavailable) as raised:
         open_capture(None, 1 << 20, True, kernel)

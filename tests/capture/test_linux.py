@@ -17,8 +17,8 @@ pytestmark = pytest.mark.live
 
 READER = """
 import sys, threading, time
-from netoproc.capture.linux import LinuxCapture, LinuxFirstPackets, READ_WAIT
-reader = LinuxCapture() if sys.argv[1] == "ring" else LinuxFirstPackets()
+from netoproc.capture.linux import LinuxFirstPackets, READ_WAIT, open_capture
+reader = open_capture() if sys.argv[1] == "ring" else LinuxFirstPackets()
 read = (lambda: reader.read(5.0)) if sys.argv[1] == "ring" else reader.read
 got = []
 waiting = threading.Thread(target=lambda: got.append(read()))

@@ -1,4 +1,4 @@
-"""The snapshot formats, byte for byte: golden files, the guide's examples, hostile names.
+"""The snapshot formats, byte for byte: golden files, the README's examples, hostile names.
 
 Golden files are the contract; regenerate them only on purpose with
 `NETOPROC_UPDATE_GOLDEN=1 pytest tests/output`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,54 +18,21 @@ import pytest
 from netoproc.model import ProcessRef
 from netoproc.output.formats import FORMATS
 from netoproc.snapshot import ProcessRow, Snapshot, Traffic
-from tests.fixtures import T0, guide_snapshot, long_run_snapshot
+from tests.fixtures import T0, long_run_snapshot, readme_snapshot
 
 GOLDEN = Path(__file__).with_name("golden")
 
-# The user's guide, SNAPSHOT OUTPUT, verbatim.
-GUIDE_TSV = """\
-pid\tprocess\trx_bytes\ttx_bytes\trx_packets\ttx_packets
-1842\tchrome\t1200000\t340000\t800\t200
-5678\tcurl\t50000\t10000\t100\t50
--\tunknown\t45000\t0\t30\t0
-"""
-GUIDE_JSON = """\
-[
-  {
-    "pid": 1842,
-    "process": "chrome",
-    "rx_bytes": 1200000,
-    "tx_bytes": 340000,
-    "rx_packets": 800,
-    "tx_packets": 200
-  },
-  {
-    "pid": 5678,
-    "process": "curl",
-    "rx_bytes": 50000,
-    "tx_bytes": 10000,
-    "rx_packets": 100,
-    "tx_packets": 50
-  },
-  {
-    "pid": null,
-    "process": "unknown",
-    "rx_bytes": 45000,
-    "tx_bytes": 0,
-    "rx_packets": 30,
-    "tx_packets": 0
-  }
-]
-"""
-# The guide's pretty rows for chrome, curl and TOTAL (its header and unknown
-# rows are one column off from its own data rows, so those are not comparable).
-GUIDE_PRETTY_LINES = [
-    "Per-Process Network Traffic",
-    "=" * 78,
-    "1842     chrome                    1.1 MiB    332.0 KiB        800        200",
-    "5678     curl                     48.8 KiB      9.8 KiB        100         50",
-    "         TOTAL                     1.2 MiB    341.8 KiB        930        250",
-]
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_examples() -> list[str]:
+    """The README's code blocks: the tables it shows are what the formats print."""
+    return re.findall(r"^```\n(.*?)^```$", README.read_text(), re.S | re.M)
+
+
+def readme_example(first_line: str) -> str:
+    (block,) = [b for b in readme_examples() if b.startswith(first_line)]
+    return block
 
 
 def render(fmt: str, snapshot: Snapshot) -> str:
@@ -73,7 +41,7 @@ def render(fmt: str, snapshot: Snapshot) -> str:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("fixture", [guide_snapshot, long_run_snapshot])
+@pytest.mark.parametrize("fixture", [readme_snapshot, long_run_snapshot])
 @pytest.mark.parametrize(("fmt", "suffix"), [("tsv", "tsv"), ("json", "json"), ("pretty", "txt")])
 def test_golden(fmt: str, suffix: str, fixture: Callable[[], Snapshot]) -> None:
     text = render(fmt, fixture())
@@ -83,16 +51,14 @@ def test_golden(fmt: str, suffix: str, fixture: Callable[[], Snapshot]) -> None:
     assert text == path.read_text()
 
 
-def test_tsv_and_json_are_the_guides() -> None:
-    assert render("tsv", guide_snapshot()) == GUIDE_TSV
-    assert render("json", guide_snapshot()) == GUIDE_JSON
+def test_tsv_and_json_are_the_readmes() -> None:
+    assert render("tsv", readme_snapshot()) == readme_example("pid\tprocess\t")
+    assert render("json", readme_snapshot()) == readme_example('[\n  {\n    "pid": 1842')
 
 
-def test_pretty_matches_the_guides_rows() -> None:
-    lines = render("pretty", guide_snapshot()).splitlines()
-    for expected in GUIDE_PRETTY_LINES:
-        assert expected in lines
-    assert "-        unknown                  43.9 KiB          0 B         30          0" in lines
+def test_pretty_is_the_readmes_first_example() -> None:
+    example = readme_example("$ sudo netoproc --duration 5 --format pretty\n")
+    assert render("pretty", readme_snapshot()) == example.split("\n", 1)[1]
 
 
 def test_folded_exited_processes_have_no_pid_and_keep_their_plain_name() -> None:
@@ -108,7 +74,7 @@ def test_folded_exited_processes_have_no_pid_and_keep_their_plain_name() -> None
 
 def test_empty_snapshot() -> None:
     empty = Snapshot(time=T0, started=T0, interval=1.0)
-    assert render("tsv", empty) == GUIDE_TSV.splitlines(keepends=True)[0]
+    assert render("tsv", empty) == readme_example("pid\tprocess\t").splitlines(keepends=True)[0]
     assert json.loads(render("json", empty)) == []
     assert render("pretty", empty).splitlines()[-1].split() == [
         "TOTAL",

@@ -2,7 +2,7 @@
 
 Golden files are the contract; regenerate them only on purpose with
 `NETOPROC_UPDATE_GOLDEN=1 pytest tests/output`. The process view is the
-guide's table (test_formats.py), reached through the same `writer`.
+README's table (test_formats.py), reached through the same `writer`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from netoproc.output.formats import FORMATS
 from netoproc.output.views import VIEW_NAMES, VIEWS, writer
 from netoproc.snapshot import Snapshot
-from tests.fixtures import guide_snapshot, hostile_snapshot, monitor_snapshot
+from tests.fixtures import hostile_snapshot, monitor_snapshot, readme_snapshot
 
 GOLDEN = Path(__file__).with_name("golden")
 SUFFIX = {"tsv": "tsv", "json": "json", "pretty": "txt"}
@@ -58,10 +58,10 @@ def test_columns_are_the_documented_ones_in_order(view: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["tsv", "json", "pretty"])
-def test_process_view_is_the_guides_table(fmt: str) -> None:
+def test_process_view_is_the_readmes_table(fmt: str) -> None:
     out = io.StringIO()
-    FORMATS[fmt](guide_snapshot(), out)
-    assert render("process", fmt, guide_snapshot()) == out.getvalue()
+    FORMATS[fmt](readme_snapshot(), out)
+    assert render("process", fmt, readme_snapshot()) == out.getvalue()
     assert VIEW_NAMES[0] == "process"
 
 

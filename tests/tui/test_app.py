@@ -1,4 +1,4 @@
-"""The monitor driven by its keys, as the guide's TUI CONTROLS table lists them.
+"""The monitor driven by its keys, as netoproc(1) (KEYS) and the README list them.
 
 Each test starts the app on fixture snapshots (no capture), presses keys
 with Textual's Pilot and checks what the screen or the app's state shows.
@@ -58,7 +58,7 @@ async def test_q_and_ctrl_c_quit(key: str) -> None:
     assert app.return_code == 0
 
 
-async def test_tab_and_shift_tab_cycle_through_the_views_in_the_guides_order() -> None:
+async def test_tab_and_shift_tab_cycle_through_the_views_in_the_tab_bars_order() -> None:
     app = app_on()
     async with app.run_test(size=BIG) as pilot:
         seen = [status(app).split()[0]]

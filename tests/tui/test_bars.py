@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from netoproc.snapshot import ANY_PORT, CaptureHealth, FloodRow, Traffic
+from netoproc.snapshot import ANY_PORT, CaptureHealth, Traffic
 from netoproc.tui.bars import Status, compact, status_text, too_small_text
+from tests import fixtures
 
 FULL = Status(
     view="Connection",
@@ -80,21 +81,7 @@ def test_the_owner_source_is_said_and_shortened_last() -> None:
     assert "owners" not in status_text(FULL, 200).plain  # macOS, replays: nothing to say
 
 
-FLOOD = FloodRow(
-    iface="eth\x1b[0",
-    proto=6,
-    lport=80,
-    reason="flood or scan: no local socket",
-    process=None,
-    total=Traffic(rx_bytes=48_000_000, rx_packets=1_200_000),
-    rx_rate=0.0,
-    tx_rate=0.0,
-    sources=950_123,
-    sources_exact=False,
-    ports=1,
-    first_seen=0.0,
-    last_seen=1.0,
-)
+FLOOD = dataclasses.replace(fixtures.FLOOD, iface="eth\x1b[0")
 
 
 def test_a_flood_is_said_with_its_size_and_names_are_escaped() -> None:

@@ -2,62 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
-
 from netoproc.model import parse_addr
 from netoproc.tui.cells import (
     GREEN,
     RED,
     YELLOW,
     clock_time,
-    compact_rate,
-    decimal_size,
     elapsed,
     endpoint,
     fit,
     milliseconds,
     rate_style,
-    rate_text,
     sparkline,
     state_text,
 )
 
 
-@pytest.mark.parametrize(
-    ("rate", "text"),
-    [(0, "0"), (512, "512"), (999.4, "999"), (999.6, "1.0K"), (12_000, "12K"),
-     (340_000, "340K"), (999_400, "999K"), (999_600, "1.0M"), (2_100_000, "2.1M"),
-     (9_960_000, "10M"), (3.5e9, "3.5G"), (5e12, "999G")],
-)  # fmt: skip
-def test_compact_rate_is_the_process_views_four_characters(rate: float, text: str) -> None:
-    assert compact_rate(rate) == text
-    assert len(text) <= 4
-
-
-@pytest.mark.parametrize(
-    ("rate", "text"),
-    [(0, "0 B/s"), (999.4, "999 B/s"), (999.6, "1.0 KB/s"), (12_000, "12 KB/s"),
-     (200_000, "200 KB/s"), (999_600, "1.0 MB/s"), (1_200_000, "1.2 MB/s"),
-     (1_500_000, "1.5 MB/s"), (50_000, "50 KB/s"), (2.5e9, "2.5 GB/s"), (4.2e12, "4200 GB/s")],
-)  # fmt: skip
-def test_rate_text_matches_the_guides_connection_view(rate: float, text: str) -> None:
-    assert rate_text(rate) == text
-
-
-def test_rates_are_coloured_by_the_guides_thresholds() -> None:
+def test_rates_are_coloured_by_the_readmes_thresholds() -> None:
     assert rate_style(999) == GREEN
     assert rate_style(1_000) == YELLOW
     assert rate_style(100_000) == YELLOW
     assert rate_style(100_001) == RED
-
-
-@pytest.mark.parametrize(
-    ("size", "text"),
-    [(0, "0 B"), (999, "999 B"), (102_000, "102.0 KB"), (128_500_000, "128.5 MB"),
-     (1_200_000_000, "1.2 GB"), (999_960, "1.0 MB"), (7 * 10**15, "7000.0 TB")],
-)  # fmt: skip
-def test_sizes_are_base_10_like_the_rates(size: int, text: str) -> None:
-    assert decimal_size(size) == text
 
 
 def test_sparkline_scales_to_the_visible_maximum_and_never_invents_history() -> None:

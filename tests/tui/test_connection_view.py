@@ -1,4 +1,4 @@
-"""The Connection view: its columns, the guide's colours, what gives way when narrow."""
+"""The Connection view: its columns, the README's colours, what gives way when narrow."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `?` overlay lists the guide's keys, and every key it lists is bound."""
+"""The `?` overlay lists the monitor's keys, and every key it lists is bound."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _bound(cls: type[DOMNode]) -> set[str]:
     return keys
 
 
-def test_the_overlay_lists_every_key_of_the_guide_once_and_each_is_bound() -> None:
+def test_the_overlay_lists_every_key_once_and_each_is_bound() -> None:
     assert [key for key, _ in KEYS] == list(TEXTUAL_KEYS)
     bound = _bound(MonitorApp) | _bound(RowTable) | _bound(ProcessTable)
     for names in TEXTUAL_KEYS.values():

@@ -1,4 +1,4 @@
-"""The Interface view: the guide's card, a line at a time."""
+"""The Interface view: a card per interface, a line at a time."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def text(row: InterfaceRow, line: int, width: int) -> str:
     return "".join(segment.text for segment in card_line(row, line, width))
 
 
-def test_a_card_is_the_guides_drawing() -> None:
+def test_a_card_is_drawn_line_by_line() -> None:
     en0 = monitor_snapshot().interfaces[0]
     lines = [text(en0, n, 73) for n in range(10)]
     assert all(len(line) == 73 for line in lines)

@@ -49,8 +49,9 @@ class LiveCapture(Protocol):
 class FirstPackets(Protocol):
     """Packets that open flows, delivered one by one as soon as they are sent."""
 
-    def read(self, limit: int = 256) -> list[tuple[int, bytes, str]]:
-        """(link type, packet, interface name) of what arrived, waiting briefly."""
+    def read(self, limit: int = 256) -> list[tuple[int, bytes, int, str]]:
+        """(link type, the packet's first bytes, its length, interface name) of what
+        arrived, waiting briefly."""
         ...
 
     def wake(self) -> None:
@@ -58,6 +59,20 @@ class FirstPackets(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def describe_live(kernel_counts: bool) -> tuple[str, list[str]]:
+    """This OS's live capture as --version names it, and the privileges this process
+    lacks for it; probes without opening anything. `kernel_counts`: as for open_live."""
+    if not sys.platform.startswith(("darwin", "linux")):
+        return f"none on {sys.platform} (--read replays files)", []
+    if sys.platform.startswith("darwin"):
+        from netoproc.capture import darwin
+
+        return darwin.describe()
+    from netoproc.capture import linux
+
+    return linux.describe(kernel_counts)
 
 
 def open_first_packets(interface: str | None) -> FirstPackets | None:
@@ -82,5 +97,5 @@ def open_live(
     if sys.platform.startswith("linux"):
         from netoproc.capture import linux
 
-        return linux.LinuxCapture(interface, buffer_bytes, keep_dns, kernel_counts)
+        return linux.open_capture(interface, buffer_bytes, keep_dns, kernel_counts)
     raise CaptureUnavailable(f"live capture is not available on {sys.platform} yet")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from netoproc.model import DNS_PORT
+
 # opcodes (linux/bpf_common.h, linux/filter.h)
 LD_H_ABS = 0x28
 LD_B_ABS = 0x30
@@ -65,16 +67,16 @@ def headers_and_dns(keep_dns: bool = True) -> bytes:
         (None, JSET_K, 0x1FFF, "v4_headers", 0),  # a later fragment has no ports
         (None, LDX_B_MSH, 0, 0, 0),
         (None, LD_H_IND, 0, 0, 0),
-        (None, JEQ_K, 53, dns, 0),
+        (None, JEQ_K, DNS_PORT, dns, 0),
         (None, LD_H_IND, 2, 0, 0),
-        (None, JEQ_K, 53, dns, "v4_headers"),
+        (None, JEQ_K, DNS_PORT, dns, "v4_headers"),
         ("v6", LD_B_ABS, 6, 0, 0),
         (None, JEQ_K, 17, "v6_ports", 0),
         (None, JEQ_K, 6, "v6_ports", "v6_headers"),
         ("v6_ports", LD_H_ABS, 40, 0, 0),
-        (None, JEQ_K, 53, dns6, 0),
+        (None, JEQ_K, DNS_PORT, dns6, 0),
         (None, LD_H_ABS, 42, 0, 0),
-        (None, JEQ_K, 53, dns6, "v6_headers"),
+        (None, JEQ_K, DNS_PORT, dns6, "v6_headers"),
         ("v4_headers", RET_K, HEADERS_V4, 0, 0),
         ("v6_headers", RET_K, HEADERS_V6, 0, 0),
         ("whole", RET_K, WHOLE, 0, 0),
@@ -100,7 +102,7 @@ def first_packets() -> bytes:
         (None, JEQ_K, 17, "v4_udp", 0),
         (None, JEQ_K, 6, "v4_tcp", "drop"),
         ("v4_udp", LD_H_IND, 2, 0, 0),
-        (None, JEQ_K, 53, "keep", "drop"),
+        (None, JEQ_K, DNS_PORT, "keep", "drop"),
         ("v4_tcp", LD_B_IND, 13, 0, 0),
         (None, AND_K, 0x12, 0, 0),  # SYN without ACK
         (None, JEQ_K, 0x02, "keep", "drop"),
@@ -108,7 +110,7 @@ def first_packets() -> bytes:
         (None, JEQ_K, 17, "v6_udp", 0),
         (None, JEQ_K, 6, "v6_tcp", "drop"),
         ("v6_udp", LD_H_ABS, 42, 0, 0),
-        (None, JEQ_K, 53, "keep", "drop"),
+        (None, JEQ_K, DNS_PORT, "keep", "drop"),
         ("v6_tcp", LD_B_ABS, 53, 0, 0),
         (None, AND_K, 0x12, 0, 0),
         (None, JEQ_K, 0x02, "keep", "drop"),

@@ -25,6 +25,7 @@ import struct
 
 from netoproc.capture import bpf
 from netoproc.capture.records import LINKTYPE_DLT_RAW_12, LINKTYPE_ETHERNET, LINKTYPE_NULL
+from netoproc.model import DNS_PORT
 
 # -- ioctl numbers (bsd/sys/ioccom.h) -----------------------------------------
 
@@ -366,16 +367,16 @@ def headers_and_dns(dlt: int, keep_dns: bool = True) -> bytes:
         (None, bpf.JSET_K, 0x1FFF, "v4_headers", 0),  # a later fragment has no ports
         (None, bpf.LDX_B_MSH, link, 0, 0),
         (None, bpf.LD_H_IND, link, 0, 0),
-        (None, bpf.JEQ_K, 53, dns, 0),
+        (None, bpf.JEQ_K, DNS_PORT, dns, 0),
         (None, bpf.LD_H_IND, link + 2, 0, 0),
-        (None, bpf.JEQ_K, 53, dns, "v4_headers"),
+        (None, bpf.JEQ_K, DNS_PORT, dns, "v4_headers"),
         ("v6", bpf.LD_B_ABS, link + 6, 0, 0),
         (None, bpf.JEQ_K, 17, "v6_ports", 0),
         (None, bpf.JEQ_K, 6, "v6_ports", "v6_headers"),
         ("v6_ports", bpf.LD_H_ABS, link + 40, 0, 0),
-        (None, bpf.JEQ_K, 53, dns6, 0),
+        (None, bpf.JEQ_K, DNS_PORT, dns6, 0),
         (None, bpf.LD_H_ABS, link + 42, 0, 0),
-        (None, bpf.JEQ_K, 53, dns6, "v6_headers"),
+        (None, bpf.JEQ_K, DNS_PORT, dns6, "v6_headers"),
         ("v4_headers", bpf.RET_K, link + bpf.HEADERS_V4, 0, 0),
         ("v6_headers", bpf.RET_K, link + bpf.HEADERS_V6, 0, 0),
         ("whole", bpf.RET_K, bpf.WHOLE, 0, 0),

@@ -654,6 +654,12 @@ class PlainBpfCapture(EveryPacket):
         self.devices = {}
 
 
+def describe() -> tuple[str, list[str]]:
+    """PKTAP, falling back to plain BPF; both need root for /dev/bpf and the clone."""
+    lacking = [] if os.geteuid() == 0 else ["root"]
+    return "PKTAP through /dev/bpf (plain BPF per interface if refused)", lacking
+
+
 def open_capture(
     interface: str | None,
     buffer_bytes: int,

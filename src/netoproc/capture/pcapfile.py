@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from netoproc.capture.records import GUARD_BYTES, InterfaceTable, RecordBlock
+from netoproc.capture.records import GUARD_BYTES, InterfaceTable, RecordBlock, headers_at
 from netoproc.model import Direction
 
 CHUNK_BYTES = 4 << 20
@@ -159,8 +159,7 @@ class CaptureFile:
             append(pos)
             pos += 16 + caplen_at(buf, pos + 8)[0]
         offsets = np.asarray(starts, np.int64)
-        at_every_byte = np.ndarray((max(0, len(buf) - 15),), np.dtype("V16"), buf, strides=(1,))
-        fields = at_every_byte[offsets].view(header).reshape(-1, 4)
+        fields = headers_at(buf, offsets, np.dtype((header, 4)))
         caplen = fields[:, 2].astype(np.int64)
         absurd = np.flatnonzero(caplen > MAX_RECORD_BYTES)
         good = len(offsets)

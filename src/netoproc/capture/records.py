@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,20 @@ GUARD_BYTES = 256
 _GUARD_FILL = b"\xa5"
 
 Int64Array = npt.NDArray[np.int64]
+
+
+def headers_at(buf: bytes, starts: Int64Array, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """The fixed-size header `dtype` at every offset in `starts`, copied out at once.
+
+    A strided view with one element starting at every byte of `buf` lets a single
+    fancy-index gather copy each header as one item: no Python loop per record.
+    Every start must leave `dtype.itemsize` bytes in `buf` (the guard bytes do).
+    """
+    size = dtype.itemsize
+    at_every_byte = np.ndarray(
+        (max(0, len(buf) - size + 1),), np.dtype(f"V{size}"), buf, strides=(1,)
+    )
+    return at_every_byte[starts].view(dtype)
 
 
 class InterfaceTable:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from netoproc.capture import records as lt
-from netoproc.capture.records import RecordBlock
+from netoproc.capture.records import RecordBlock, headers_at
 from netoproc.decode.batch import COLUMNS, DecodeCounts, PacketBatch, empty_columns
 from netoproc.decode.layouts import (
     ETHERTYPE_IPV4,
@@ -29,9 +29,14 @@ from netoproc.decode.layouts import (
     Layout,
 )
 from netoproc.decode.scalar import SLL_OUTGOING, Malformed, decode_record
-from netoproc.model import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, V4_MAPPED_PREFIX, Direction
-
-DNS_PORT = 53
+from netoproc.model import (
+    DNS_PORT,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    V4_MAPPED_PREFIX,
+    Direction,
+)
 
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
@@ -39,15 +44,8 @@ U8 = npt.NDArray[np.uint8]
 
 
 def _window(buf: bytes, starts: I64, layout: Layout) -> npt.NDArray[np.void]:
-    """The header `layout` at every start offset, as a structured array.
-
-    A strided view with one element starting at every byte lets a single
-    fancy-index gather copy each header as one fixed-size item.
-    """
-    at_every_byte = np.ndarray(
-        shape=(len(buf) - layout.size + 1,), dtype=f"V{layout.size}", buffer=buf, strides=(1,)
-    )
-    return at_every_byte[starts].view(layout.dtype)
+    """The header `layout` at every start offset, as a structured array."""
+    return headers_at(buf, starts, layout.dtype)
 
 
 def _be16(data: U8, at: I64) -> I64:

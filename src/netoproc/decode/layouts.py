@@ -117,55 +117,7 @@ TCP = Layout(
 )
 UDP = Layout("udp", (("sport", "H"), ("dport", "H"), ("length", "H"), ("checksum", "H")))
 
-# Darwin PKTAP header, version 1 (xnu bsd/net/pktap.h): host byte order, which
-# is little-endian on every Mac. Only fields below pth_length may be read.
-PKTAP_V1 = Layout(
-    "pktap_v1",
-    (
-        ("length", "I"),
-        ("type_next", "I"),
-        ("dlt", "I"),
-        ("ifname", "24s"),
-        ("flags", "I"),
-        ("protocol_family", "I"),
-        ("frame_pre_length", "I"),
-        ("frame_post_length", "I"),
-        ("pid", "i"),
-        ("comm", "17s"),
-        ("ipproto", "B"),
-        ("trace_tag", "H"),
-        ("svc", "I"),
-        ("iftype", "H"),
-        ("ifunit", "H"),
-        ("epid", "i"),
-        ("ecomm", "17s"),
-    ),
-    byte_order="<",
-)
-# Version 2: a 40-byte fixed part; strings follow at byte offsets from the start.
-PKTAP_V2 = Layout(
-    "pktap_v2",
-    (
-        ("length", "B"),
-        ("uuid_offset", "B"),
-        ("e_uuid_offset", "B"),
-        ("ifname_offset", "B"),
-        ("comm_offset", "B"),
-        ("e_comm_offset", "B"),
-        ("dlt", "H"),
-        ("frame_pre_length", "H"),
-        ("frame_post_length", "H"),
-        ("iftype", "H"),
-        ("ipproto", "H"),
-        ("protocol_family", "I"),
-        ("svc", "I"),
-        ("flowid", "I"),
-        ("pid", "i"),
-        ("e_pid", "i"),
-        ("flags", "I"),
-    ),
-    byte_order="<",
-)
+# Darwin's PKTAP headers are the kernel's structs: capture/bpf_darwin.py declares them.
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD

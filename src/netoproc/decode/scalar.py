@@ -16,10 +16,12 @@ shortest header.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
+from netoproc.capture import bpf_darwin as k
 from netoproc.capture import records as lt
 from netoproc.decode.layouts import (
     ETHERNET,
@@ -35,8 +37,6 @@ from netoproc.decode.layouts import (
     IPV6_JUMBO_OPTION,
     LINUX_SLL,
     LINUX_SLL2,
-    PKTAP_V1,
-    PKTAP_V2,
     TCP,
     UDP,
     VLAN_ETHERTYPES,
@@ -46,10 +46,11 @@ from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, V4_MAPPED_PREFIX, Direction
 
 MAX_VLAN_TAGS = 8
 MAX_IPV6_HEADERS = 16
-PKTAP_V2_FLAG = 0x00080000
-PKTAP_DIR_IN = 0x1
-PKTAP_DIR_OUT = 0x2
-PKTAP_PROC_DELEGATED = 0x4
+V1_SIZE = ctypes.sizeof(k.PktapHeader)
+# Every v1 field read here lies below this (the end of pth_ecomm); the live capture's
+# array path wants the whole 108-byte first header and leaves shorter ones to this.
+V1_FIELDS_END = k.PktapHeader.pth_ecomm.offset + k.PktapHeader.pth_ecomm.size
+V2_SIZE = ctypes.sizeof(k.PktapV2Header)
 SLL_OUTGOING = 4
 TCP_OPTION_END, TCP_OPTION_NOP, TCP_OPTION_TIMESTAMP = 0, 1, 8
 
@@ -171,35 +172,42 @@ def _c_string(raw: bytes) -> str:
 
 
 def _pktap(buf: bytes, off: int, end: int) -> Link:
-    """Darwin PKTAP, v1 or v2: the process and interface of each packet, then its frame."""
-    if end - off < PKTAP_V2.size:
+    """Darwin PKTAP, v1 or v2: the process and interface of each packet, then its frame.
+
+    The headers are capture/bpf_darwin.py's, declared once from xnu; the live
+    capture reads the same fields with arrays (capture/darwin.py: pktap_block)
+    and is tested against this, which also reads PKTAP capture files.
+    """
+    if end - off < V2_SIZE:
         raise Malformed("truncated PKTAP header")
-    flags = int.from_bytes(buf[off + 36 : off + 40], "little")
-    if flags & PKTAP_V2_FLAG:
-        v2 = PKTAP_V2.unpack_named(buf, off)
-        length, dlt, pid, epid = v2["length"], v2["dlt"], v2["pid"], v2["e_pid"]
-        if length < PKTAP_V2.size or off + length > end:
+    flags = int.from_bytes(buf[off + k.PTH_FLAGS_AT : off + k.PTH_FLAGS_AT + 4], "little")
+    if flags & k.PTH_FLAG_V2_HDR:
+        v2 = k.PktapV2Header.from_buffer_copy(buf, off)
+        length, dlt, pid, epid = v2.pth_length, v2.pth_dlt, v2.pth_pid, v2.pth_e_pid
+        if length < V2_SIZE or off + length > end:
             raise Malformed("PKTAP v2 header length")
 
         def string_at(at: int) -> str | None:
             return _c_string(buf[off + at : off + length]) if 0 < at < length else None
 
-        ifname = string_at(v2["ifname_offset"])
-        comm, ecomm = string_at(v2["comm_offset"]), string_at(v2["e_comm_offset"])
+        ifname = string_at(v2.pth_ifname_offset)
+        comm, ecomm = string_at(v2.pth_comm_offset), string_at(v2.pth_e_comm_offset)
     else:
         length = int.from_bytes(buf[off : off + 4], "little")
-        if length < PKTAP_V1.size or off + length > end:
+        if length < V1_FIELDS_END or off + length > end:
             raise Malformed("PKTAP header length")
-        v1 = PKTAP_V1.unpack_named(buf, off)
-        dlt, pid, epid = v1["dlt"], v1["pid"], v1["epid"]
-        ifname, comm, ecomm = _c_string(v1["ifname"]), _c_string(v1["comm"]), _c_string(v1["ecomm"])
-    if flags & PKTAP_PROC_DELEGATED and epid > 0:
+        # a kernel writes a prefix of today's header: only fields below pth_length are read
+        v1 = k.PktapHeader.from_buffer_copy(bytes(buf[off : off + length]).ljust(V1_SIZE, b"\0"))
+        dlt, pid, epid = v1.pth_dlt, v1.pth_pid, v1.pth_epid
+        ifname, comm, ecomm = (_c_string(v1.pth_ifname), _c_string(v1.pth_comm),
+                               _c_string(v1.pth_ecomm))  # fmt: skip
+    if flags & k.PTH_FLAG_PROC_DELEGATED and epid > 0:
         pid, comm = epid, ecomm  # the app a daemon acted for
     direction = (
         Direction.RX
-        if flags & PKTAP_DIR_IN
+        if flags & k.PTH_FLAG_DIR_IN
         else Direction.TX
-        if flags & PKTAP_DIR_OUT
+        if flags & k.PTH_FLAG_DIR_OUT
         else Direction.UNKNOWN
     )
     inner = _PKTAP_INNER.get(dlt)

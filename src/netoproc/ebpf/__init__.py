@@ -81,9 +81,12 @@ def libbpf() -> ctypes.CDLL:
     return _libbpf
 
 
-def missing_capabilities() -> list[str]:
-    """The capabilities loading netoproc's programs needs that this process lacks
-    (the socket filter alone would do with CAP_BPF; one message serves both)."""
+def missing_capabilities(
+    wanted: tuple[tuple[str, int], ...] = (("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON)),
+) -> list[str]:
+    """The capabilities in `wanted` (by default what loading netoproc's programs
+    needs; the socket filter alone would do with CAP_BPF, one message serves both)
+    that this process lacks."""
     effective = 0
     try:
         with open("/proc/self/status") as status:
@@ -92,8 +95,20 @@ def missing_capabilities() -> list[str]:
                     effective = int(line.split()[1], 16)
     except OSError:
         return []  # cannot tell: let the kernel say
-    return [name for name, bit in (("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON))
-            if not effective >> bit & 1]  # fmt: skip
+    return [name for name, bit in wanted if not effective >> bit & 1]
+
+
+def unusable(*, core: bool) -> str | None:
+    """Why netoproc's programs cannot load here, as far as can be told without
+    loading them or privileges (libbpf, and for `core` programs the kernel's BTF);
+    None when nothing is known to be missing."""
+    try:
+        libbpf()
+    except BpfUnavailable as exc:
+        return str(exc)
+    if core and not os.path.exists(BTF_PATH):
+        return f"the kernel has no BTF ({BTF_PATH})"
+    return None
 
 
 def object_bytes(name: str) -> bytes:
@@ -117,8 +132,9 @@ class BpfObject:
         lack = missing_capabilities()
         if lack:
             raise BpfUnavailable(f"needs {' and '.join(lack)}")
-        if core and not os.path.exists(BTF_PATH):
-            raise BpfUnavailable(f"the kernel has no BTF ({BTF_PATH})")
+        missing = unusable(core=core)
+        if missing:
+            raise BpfUnavailable(missing)
         self._lib = lib = libbpf()
         self._data = data if data is not None else object_bytes(name)
         self._links: list[int] = []

@@ -30,10 +30,9 @@ from netoproc.decode.dns import (
     split_tcp_stream,
     type_name,
 )
-from netoproc.model import IPPROTO_TCP, FlowKey, ProcessRef, format_addr, parse_addr
+from netoproc.model import DNS_PORT, IPPROTO_TCP, FlowKey, ProcessRef, format_addr, parse_addr
 from netoproc.snapshot import DnsQueryRow, DnsView, ResolverRow
 
-DNS_PORT = 53
 TIMEOUT = 5.0
 DELEGATION_WINDOW = 2.0
 LOG_SIZE = 1000

@@ -61,7 +61,7 @@ from netoproc.engine.report import (
     connection_rows,
     process_rows,
 )
-from netoproc.engine.tcp import TcpHealth
+from netoproc.engine.tcp import TcpTracker
 from netoproc.model import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -129,7 +129,7 @@ class Engine:
         self.interfaces = InterfaceStats()
         self.resolvers: dict[str, tuple[str, ...]] = {}  # interface -> configured DNS servers
         self.dns = DnsTracker() if dns else None
-        self.tcp = TcpHealth(self.table.capacity)
+        self.tcp = TcpTracker(self.table.capacity)
         self.floods = Floods(max_flows=max_flows)
         self._retired: dict[Owner, Traffic] = {}  # oldest retirement first
         self._folded: dict[tuple[str, str], ProcessRow] = {}  # (name, user) -> exited ones

@@ -91,7 +91,7 @@ _STATE: dict[str, tuple[type[np.generic], object, tuple[int, ...]]] = {
 }  # fmt: skip
 
 
-class TcpHealth:
+class TcpTracker:
     """Per-flow TCP analysis state, in the flow table's slots."""
 
     def __init__(self, capacity: int = 256) -> None:

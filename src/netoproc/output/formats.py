@@ -1,4 +1,4 @@
-"""The three snapshot formats of the user's guide: tsv, json and pretty.
+"""The three snapshot formats: tsv, json and pretty (README, "Snapshot mode"; netoproc(1)).
 
 Each writes the per-process table of a Snapshot: processes with traffic,
 most bytes (rx + tx) first, the unattributed traffic as pid `-` / null and

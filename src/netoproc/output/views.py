@@ -1,6 +1,6 @@
 """Every view of a Snapshot as data: rows of typed values in a fixed column order.
 
-`--view process` is the guide's table (formats.py, byte for byte); the
+`--view process` is the process table (formats.py, README "Snapshot mode"); the
 connection, interface and DNS views are defined here once, as `View`s: their
 columns, and a function from a Snapshot to rows of values. tsv, json, pretty
 and the JSON-lines stream all read these rows, so a column means the same

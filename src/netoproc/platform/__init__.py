@@ -52,6 +52,20 @@ class Platform(Protocol):
     def close(self) -> None: ...
 
 
+def describe_owners(kernel_owners: bool) -> tuple[str, list[str]]:
+    """Where this OS's socket owners come from, as --version names it, and the
+    privileges this process lacks for that; probes without opening anything."""
+    if not sys.platform.startswith(("darwin", "linux")):
+        return f"none on {sys.platform}", []
+    if sys.platform.startswith("darwin"):
+        from netoproc.platform import darwin
+
+        return darwin.describe_owners()
+    from netoproc.platform import linux
+
+    return linux.describe_owners(kernel_owners)
+
+
 def open_platform(kernel_owners: bool = True) -> Platform:
     """This OS's platform. `kernel_owners` False: do not ask the kernel to report
     socket owners as they happen (Linux eBPF), use the socket table alone."""

@@ -78,6 +78,12 @@ VPN_PREFIXES = ("utun", "ipsec", "ppp")
 SysctlCall = Callable[[ctypes.Array[ctypes.c_char] | None, ctypes.c_size_t], int]
 
 
+def describe_owners() -> tuple[str, list[str]]:
+    """PKTAP names the process in each packet; the socket table answers for the rest."""
+    lacking = [] if os.geteuid() == 0 else ["root"]
+    return "PKTAP (the process in every packet); the rest: pcblist_n + libproc", lacking
+
+
 class DarwinKernel(Protocol):
     """What the platform asks the OS; tests substitute recorded answers."""
 

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from netoproc.ebpf import BpfUnavailable
+from netoproc.ebpf import BpfUnavailable, missing_capabilities, unusable
 from netoproc.model import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -44,6 +44,23 @@ PREFETCH_WAIT = 0.05  # seconds `lookup` waits for the fast lane's answer on the
 Tuple5 = tuple[int, int, int, int, int]  # proto, local addr, local port, remote addr, remote port
 # what the fast lane saw of a socket: itself, its holder (pid, fd), the holder's (comm, uid)
 Prefetched = tuple[DiagSocket, tuple[int, int], tuple[str, int] | None]
+
+
+# What the fallback reads: other users' /proc/PID/fd links (docs in README, "Privileges")
+FALLBACK_CAPABILITIES = (("CAP_DAC_READ_SEARCH", 2), ("CAP_SYS_PTRACE", 19))
+
+
+def describe_owners(kernel_owners: bool) -> tuple[str, list[str]]:
+    """The eBPF owner tracer if it can load here, the socket table and /proc as its
+    fallback, and the capabilities this process lacks for them."""
+    fallback = "/proc + sock_diag"
+    lacking = missing_capabilities(FALLBACK_CAPABILITIES)
+    if not kernel_owners:
+        return f"{fallback} (the eBPF tracer turned off)", lacking
+    why = unusable(core=True)
+    if why:
+        return f"{fallback} (no eBPF tracer: {why})", lacking
+    return f"eBPF tracer; fallback: {fallback}", missing_capabilities() + lacking
 
 
 class LinuxPlatform:

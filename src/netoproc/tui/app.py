@@ -1,7 +1,7 @@
 """The monitor: the full-screen app that shows the latest snapshot in four views.
 
 It owns the screen layout (tab bar, the views, filter bar, status bar), the
-keys of the guide's TUI CONTROLS, the filter and the sort of each view, and
+keys netoproc(1) lists under KEYS (tui/help.py), the filter and the sort of each view, and
 the terminal's fate: whatever ends the app (q, Ctrl-C, SIGTERM, SIGHUP, an
 error in the app or in the capture), Textual's driver puts the terminal back
 as it was, and an error is reported afterwards as one line.
@@ -34,7 +34,7 @@ from netoproc.output.text import printable
 from netoproc.snapshot import Snapshot
 from netoproc.tui.bars import FilterBar, Status, StatusBar, TabBar, too_small_text
 from netoproc.tui.connection_view import ConnectionTable
-from netoproc.tui.dns_view import DnsView
+from netoproc.tui.dns_view import DnsPanel
 from netoproc.tui.help import HelpScreen
 from netoproc.tui.interface_view import InterfaceCards
 from netoproc.tui.order import View, initial_order
@@ -42,7 +42,7 @@ from netoproc.tui.process_view import ProcessTable
 from netoproc.tui.source import SnapshotSource
 from netoproc.tui.table import RowTable
 
-MINIMUM_SIZE = (80, 24)  # the guide's COMPATIBILITY table
+MINIMUM_SIZE = (80, 24)  # smaller, the screen asks to be resized (README, "Monitor mode")
 EXIT_OK, EXIT_FATAL = 0, 4
 VIEW_IDS = ("process", "connection", "interface", "dns")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -130,7 +130,7 @@ class MonitorApp(App[None]):
             ProcessTable(id="process"),
             ConnectionTable(id="connection"),
             InterfaceCards(id="interface", only=options.interface),
-            DnsView(id="dns"),
+            DnsPanel(id="dns"),
         )
         self.orders = [initial_order(view.SORTS, options.sort) for view in self.views]
 

@@ -17,7 +17,7 @@ from netoproc.model import V4_MAPPED_PREFIX, format_endpoint
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
 _CLAMPED_LEVELS = SPARK_LEVELS + SPARK_LEVELS[-1]
 
-# The guide's thresholds for rate colours (Connection view, "Color coding").
+# Rate colours: green below 1 KB/s, yellow to 100 KB/s, red above (README, "Monitor mode").
 GREEN = Style(color="green")
 YELLOW = Style(color="yellow")
 RED = Style(color="red")
@@ -35,52 +35,13 @@ def rate_style(rate: float) -> Style:
     return RED
 
 
-def compact_rate(rate: float) -> str:
-    """A rate in at most four characters, base 10, as the Process view shows it: 512, 12K, 2.1M."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if rate >= scale * 0.9995:
-            value = rate / scale
-            return f"{value:.1f}{unit}" if value < 9.95 else f"{min(value, 999):.0f}{unit}"
-    return f"{rate:.0f}"
-
-
-def rate_text(rate: float) -> str:
-    """A rate as the guide's Connection view writes it: 512 B/s, 12 KB/s, 1.2 MB/s.
-
-    Base-10 units with the thresholds of the guide's "Traffic Rates" table;
-    one decimal below 10, whole numbers above, so it never needs more than 8 cells.
-    """
-    if round(rate) < 1000:
-        return f"{rate:.0f} B/s"
-    value = rate
-    for unit in ("KB/s", "MB/s", "GB/s"):
-        value /= 1000
-        if round(value, 1) < 10:
-            return f"{value:.1f} {unit}"
-        if round(value) < 1000 or unit == "GB/s":
-            return f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def decimal_size(value: int) -> str:
-    """Bytes in base-10 units, like the rates: 512 B, 102.0 KB, 128.5 MB."""
-    if value < 1000:
-        return f"{value} B"
-    scaled = float(value)
-    for unit in ("KB", "MB", "GB", "TB"):
-        scaled /= 1000
-        if round(scaled, 1) < 1000 or unit == "TB":
-            return f"{scaled:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
 def count(value: int) -> str:
     """An integer with thousands separators: 1,234,567."""
     return f"{value:,}"
 
 
 def milliseconds(value: float | None) -> str:
-    """RTT or latency as the guide writes it: 0.5ms, 12ms; `-` when unknown."""
+    """RTT or latency as the Connection and DNS views write it: 0.5ms, 12ms; `-` when unknown."""
     if value is None:
         return "-"
     if value < 0.1:

@@ -1,6 +1,6 @@
 """The Connection view: every flow of every process in one flat table.
 
-Rates are coloured by the guide's thresholds (green below 1 KB/s, yellow up
+Rates are coloured by the README's thresholds (green below 1 KB/s, yellow up
 to 100 KB/s, red above). RTT and Retrans come from the kernel's TCP
 figures when the platform has them, `-` otherwise. On a narrow terminal the
 Local column goes first, then Dir; everything else always fits in 80 columns.
@@ -15,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from netoproc.model import proto_name
-from netoproc.output.text import printable
+from netoproc.output.text import printable, rate_text
 from netoproc.snapshot import ConnectionRow, Snapshot
 from netoproc.tui.cells import (
     DIM,
@@ -23,7 +23,6 @@ from netoproc.tui.cells import (
     fit,
     milliseconds,
     rate_style,
-    rate_text,
     state_text,
 )
 from netoproc.tui.order import Order, SortKey, sort_rows

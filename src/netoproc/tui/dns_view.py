@@ -113,11 +113,13 @@ class QueryLog(RowTable[DnsQueryRow]):
         return _cells(values, self.COLUMNS, widths)
 
 
-class DnsView(Vertical):
+class DnsPanel(Vertical):
+    """The DNS view: the resolvers' statistics above the query log."""
+
     TITLE: ClassVar[str] = "DNS"
     SORTS: ClassVar[Sequence[SortKey[DnsQueryRow]]] = SORTS
     DEFAULT_CSS = """
-    DnsView {
+    DnsPanel {
         & > .section { height: 1; padding: 0 1; text-style: bold; color: $text-accent; }
         & > #no-dns { display: none; height: 1fr; content-align: center middle; }
         &.off > * { display: none; }

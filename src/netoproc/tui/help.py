@@ -1,4 +1,4 @@
-"""The `?` overlay: the guide's table of keys, over the current view."""
+"""The `?` overlay: the monitor's keys, over the current view."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-# The user's guide, TUI CONTROLS, in its order.
+# Every key of the monitor; README ("Monitor mode") and netoproc(1) (KEYS) list the
+# same keys (tests/tui/test_help.py and tests/test_manual.py check).
 KEYS = (
     ("q", "Quit netop"),
     ("Ctrl-C", "Quit netop"),

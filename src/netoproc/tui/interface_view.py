@@ -1,4 +1,4 @@
-"""The Interface view: one card per network interface, drawn as the guide draws it.
+"""The Interface view: one card per network interface (README, "Monitor mode").
 
 A card is ten lines: a top border carrying the name, the kind and UP/DOWN;
 the addresses and DNS servers; RX and TX sparklines of bytes per minute
@@ -18,7 +18,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from netoproc.output.text import printable
+from netoproc.output.text import decimal_size, printable, rate_text
 from netoproc.snapshot import InterfaceRow, Snapshot
 from netoproc.tui.cells import (
     BOLD,
@@ -26,10 +26,8 @@ from netoproc.tui.cells import (
     GREEN,
     RED,
     count,
-    decimal_size,
     fit,
     rate_style,
-    rate_text,
     sparkline,
 )
 from netoproc.tui.order import Order, SortKey, sort_rows

@@ -1,6 +1,6 @@
 """The Process view: one row per process, and under an expanded one its sockets and connections.
 
-The guide's "Expandable rows": `Enter` on a process lists, with tree
+Expandable rows (README, "Monitor mode"): `Enter` on a process lists, with tree
 glyphs, every connection it has traffic on and every socket it holds
 without one (listening, unconnected UDP, idle TCP), with fd, protocol,
 local → remote, state, interface and rates. Under the `unknown` row the
@@ -18,14 +18,12 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
 
-from netoproc.model import IPPROTO_UDP, ProcessRef, SocketInfo, proto_name
-from netoproc.output.text import printable
+from netoproc.model import DNS_PORT, IPPROTO_UDP, ProcessRef, SocketInfo, proto_name
+from netoproc.output.text import compact_rate, decimal_size, printable
 from netoproc.snapshot import ConnectionRow, ProcessRow, Snapshot
 from netoproc.tui.cells import (
     DIM,
-    compact_rate,
     count,
-    decimal_size,
     endpoint,
     fit,
     rate_style,
@@ -36,7 +34,6 @@ from netoproc.tui.table import GAP, Column, RowTable
 
 SPARK = Style(color="cyan")
 RATE_TEXT = 4  # compact_rate is never wider
-DNS_PORT = 53
 MIN_NAME = 4  # cells of a folded row's name worth keeping before its count shortens
 
 

@@ -1,0 +1,35 @@
+# fish completion for netoproc and netop: options, their values, and `report`.
+# Installed with the package under share/fish/vendor_completions.d (see README).
+
+for command in netoproc netop
+    set -l main "not __fish_seen_subcommand_from report"
+    set -l report "__fish_seen_subcommand_from report"
+    complete -c $command -f
+    complete -c $command -n "__fish_use_subcommand" -a report -d "totals from a usage ledger"
+    complete -c $command -n $main -l monitor -d "full-screen monitor (the default)"
+    complete -c $command -n $main -l duration -x -d "collect SECONDS, print, exit"
+    complete -c $command -n $main -l read -r -F -d "replay a pcap/pcapng file"
+    complete -c $command -n $main -l format -x -a "tsv json pretty jsonl" -d "output format"
+    complete -c $command -n $main -l view -x -a "process connection interface dns" -d "what to list"
+    complete -c $command -n $main -l filter -x -d "only names, addresses or domains containing PATTERN"
+    complete -c $command -n $main -l sort -x -a "traffic pid name connections" -d "initial sort"
+    complete -c $command -n $main -l no-color -d "no colours"
+    complete -c $command -n $main -l listen -d "serve Prometheus metrics on [HOST:]PORT"
+    complete -c $command -n $main -l interface -x -a "(__fish_print_interfaces)" -d "one interface"
+    complete -c $command -n $main -l interval -x -d "refresh interval, seconds"
+    complete -c $command -n $main -l no-dns -d "do not capture DNS payloads"
+    complete -c $command -n $main -l bpf-buffer -x -d "kernel capture buffer, bytes"
+    complete -c $command -n $main -l ledger -r -F -d "record usage into this SQLite file"
+    complete -c $command -n $main -l ledger-only -d "record the ledger, show nothing"
+    complete -c $command -n $main -l ledger-limit -x -d "ledger size bound, MiB"
+    complete -c $command -n $main -l verbose -d "capture start, drops, errors on stderr"
+    complete -c $command -n $main -l version -d "version and backends"
+    complete -c $command -n $main -s h -l help -d "the options, with examples"
+    complete -c $command -n $report -l ledger -r -F -d "the ledger file"
+    complete -c $command -n $report -l since -x -d "24h, 30m, 7d, 2w ago, or a date"
+    complete -c $command -n $report -l until -x -d "end (default now)"
+    complete -c $command -n $report -l by -x -a "process user interface remote day" -d "groups, comma-separated"
+    complete -c $command -n $report -l format -x -a "tsv json pretty" -d "output format"
+    complete -c $command -n $report -l top -x -d "only the N largest rows"
+    complete -c $command -n $report -s h -l help -d "the report's options"
+end
