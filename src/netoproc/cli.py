@@ -78,7 +78,7 @@ def _in_range(
     return parse
 
 
-VIEWS = ("process", "connection", "interface", "dns")
+VIEWS = ("process", "connection", "group", "interface", "dns")
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 9786
 
@@ -150,16 +150,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--filter",
         metavar="PATTERN",
-        help="only processes, remote addresses or domains containing PATTERN (any case)",
+        help="only processes (by name, container or unit), remote addresses or domains "
+        "containing PATTERN (any case)",
     )
     parser.add_argument(
         "--interface", metavar="IFACE", help="capture on this interface only (default: all)"
     )
     parser.add_argument(
         "--sort",
-        choices=("traffic", "pid", "name", "connections"),
+        choices=("traffic", "pid", "name", "connections", "group"),
         default="traffic",
-        help="initial sort column of the monitor (default: traffic)",
+        help="initial sort column of the monitor (default: traffic); group: processes of "
+        "one container or systemd unit together",
     )
     parser.add_argument(
         "--no-color", action="store_true", help="no colours (also when NO_COLOR is set)"

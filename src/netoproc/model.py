@@ -106,11 +106,15 @@ class FlowKey(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ProcessRef:
-    """A process as shown to people: pid, short name and user."""
+    """A process as shown to people: pid, short name and user, and its `group`:
+    the container or systemd unit it runs in (`docker/web`, `nginx.service`;
+    "" for none or not known). A process moved to another cgroup is another
+    ProcessRef from then on, so each group keeps the traffic it saw."""
 
     pid: int
     name: str
     user: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from netoproc.model import (
     SocketInfo,
 )
 from netoproc.platform import PlatformError
+from netoproc.platform.cgroups import CgroupNames
 from netoproc.platform.interfaces import read_interfaces
 from netoproc.platform.owners import OwnerTracer
 from netoproc.platform.processes import ProcessNames
@@ -53,7 +54,7 @@ class LinuxPlatform:
         except OSError as exc:
             raise PlatformError(f"cannot open sock_diag netlink socket: {exc.strerror}") from None
         self._owners = InodeOwners(proc_root)
-        self._names = ProcessNames()
+        self._names = ProcessNames(CgroupNames(proc_root).of_pid)
         self._owners.rescan()
         # sockets no process holds (kernel sockets, or not yet accept()ed): known
         # after a full scan, so they do not trigger another one every tick
