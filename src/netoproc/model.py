@@ -48,6 +48,9 @@ class UnknownReason(enum.StrEnum):
     NO_PORTS = "fragment or truncated header without ports"
     NO_PROCESS_INFO = "capture carries no process information"
     FLOOD = "flood or scan: no local socket"
+    NAT_NO_ENTRY = "no local socket, and no address translation for it (conntrack)"
+    NAT_NO_OWNER = "address translated to a socket no process was seen using"
+    NAT_NEEDS_EBPF = "address translated to another network namespace (needs eBPF)"
     TABLE_FULL = "flow table full"
 
 
@@ -138,6 +141,17 @@ class OwnerSighting:
     @property
     def connected(self) -> bool:
         return self.rport != 0 or self.raddr not in (0, V4_MAPPED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class NatEntry:
+    """A connection the kernel translates (a conntrack entry, Linux): its tuples
+    (source address, source port, destination address, destination port) as the
+    initiator sent it (`orig`) and as the responder answers it (`reply`)."""
+
+    proto: int
+    orig: tuple[int, int, int, int]
+    reply: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
