@@ -395,15 +395,19 @@ class Engine:
 
     def nat_questions(self, limit: int) -> list[FlowKey]:
         """Flows no socket here was found for, to ask the connection tracker about
-        (a flow seen through NAT carries no local socket's addresses): those never
-        asked first, then once more those it had no entry for (an entry the kernel
-        had not confirmed yet); at most `limit`, the rest wait for the next tick
-        (counted in CaptureHealth.limits)."""
+        (a flow seen through NAT carries no local socket's addresses), and flows
+        given to a socket at their far end (a hairpin, or an uplink whose far end
+        is on this machine too: the translated socket at their near end comes
+        first): those never asked first, then once more those it had no entry for
+        (an entry the kernel had not confirmed yet); at most `limit`, the rest
+        wait for the next tick (counted in CaptureHealth.limits)."""
         if not self.process_lookups:
             return []
         ported = (IPPROTO_TCP, IPPROTO_UDP)
-        first = [f for f in self.flows.values() if f.owner is None and f.nat_asked == 0
-                 and f.reason is UnknownReason.NO_SOCKET and f.key.proto in ported]  # fmt: skip
+        unknown = UnknownReason.NO_SOCKET
+        first = [f for f in self.flows.values() if f.nat_asked == 0 and f.nat is None
+                 and f.key.proto in ported
+                 and (f.far or (f.owner is None and f.reason is unknown))]  # fmt: skip
         again = [f for f in self.flows.values() if f.owner is None and f.nat_asked == 1
                  and f.reason is UnknownReason.NAT_NO_ENTRY]  # fmt: skip
         waiting = first + again
@@ -419,16 +423,19 @@ class Engine:
         is the translated socket's local end)."""
         for key, entry in found.items():
             flow = self.flows.get(key)
-            if flow is None or flow.owner is not None:
+            if flow is None or (flow.owner is not None and not flow.far):
                 continue
             ends = translated(key, entry) if entry is not None else None
             if ends is None:
-                flow.attribute(None, UnknownReason.NAT_NO_ENTRY)
+                if flow.owner is None:
+                    flow.attribute(None, UnknownReason.NAT_NO_ENTRY)
                 continue
             flow.nat = ends
             self._attribute_translated(flow, ends)
 
     def _attribute_translated(self, flow: Flow, ends: tuple[int, int, int, int, int]) -> None:
+        """The owner of the socket behind a translated flow, if it is known; a far
+        owner the flow had stays until then."""
         owner = self.sighted.match_socket(ends)
         if owner is not None:
             flow.attribute(owner, None)
@@ -438,11 +445,13 @@ class Engine:
         if sock is not None and sock.owner is not None:
             flow.socket = sock
             flow.attribute(sock.owner, None)
+            flow.far = False
             return
-        # another namespace's socket is seen only by the kernel's owner events
-        reason = (UnknownReason.NAT_NO_OWNER if self._owners[0] == "eBPF"
-                  else UnknownReason.NAT_NEEDS_EBPF)  # fmt: skip
-        flow.attribute(None, reason)
+        if flow.owner is None:
+            # another namespace's socket is seen only by the kernel's owner events
+            reason = (UnknownReason.NAT_NO_OWNER if self._owners[0] == "eBPF"
+                      else UnknownReason.NAT_NEEDS_EBPF)  # fmt: skip
+            flow.attribute(None, reason)
 
     # sockets ---------------------------------------------------------------
 
@@ -504,8 +513,7 @@ class Engine:
             if flow.by_kernel and not flow.far:
                 continue
             if flow.nat is not None:  # seen through NAT: its translated socket's owner
-                if flow.owner is None:
-                    self._attribute_translated(flow, flow.nat)
+                self._attribute_translated(flow, flow.nat)
                 continue
 
             if flow.reason in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):

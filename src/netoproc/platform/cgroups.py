@@ -15,9 +15,11 @@ shapes the runtimes and systemd give them:
 
 Container names come from the runtimes' state files when they are readable
 (Docker's `config.v2.json`, Podman's `containers.json`, the kubelet's log
-directory names); without them a container is shown by its short id, never
-by an error. Paths are untrusted bytes: undecodable ones are shown as
-`\\xNN`, and every label is cut to `MAX_LABEL` characters.
+directory names), under `/` or, where the host's files are mounted elsewhere
+(netoproc itself in a container), under `NETOP_RUNTIME_ROOT`; without them a
+container is shown by its short id, never by an error. Paths are untrusted
+bytes: undecodable ones are shown as `\\xNN`, and every label is cut to
+`MAX_LABEL` characters.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def classify(path: str | bytes) -> Group | None:
     unrecognised shape)."""
     parts = [p for p in _decoded(path).split("/") if p]
     pod = ""
+    kube = False  # below a kubepods cgroup
     for i, part in enumerate(parts):
         m = _POD.match(part)
-        if m and "kubepods" in parts[0]:
+        kube = kube or part.startswith("kubepods")
+        if m and kube:
             pod = m.group(1).replace("_", "-")
             continue
         for kind, shape in _CONTAINER_SHAPES:
@@ -214,8 +218,13 @@ class CgroupNames:
     `k8s/default/web-7d9f/nginx`, `nginx.service`; "" for none."""
 
     def __init__(
-        self, proc_root: str = "/proc", state_root: str = "/", mount: tuple[str, str] | None = None
+        self,
+        proc_root: str = "/proc",
+        state_root: str | None = None,
+        mount: tuple[str, str] | None = None,
     ) -> None:
+        if state_root is None:
+            state_root = os.environ.get("NETOP_RUNTIME_ROOT") or "/"
         self.proc_root = proc_root
         self.mount = mount if mount is not None else cgroup2_mount(f"{proc_root}/self/mountinfo")
         self.runtimes = RuntimeNames(state_root)

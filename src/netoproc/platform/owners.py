@@ -163,7 +163,9 @@ class OwnerTracer:
             process = self._names.describe(event.tgid, (event.comm, event.uid))
             if process is None:
                 return None
-            group = self._groups.of_id(event.cgroup)
+            # by the event's cgroup id; where no cgroup2 hierarchy is mounted here
+            # (`ip netns exec` mounts a /sys of its own), from /proc while it runs
+            group = self._groups.of_id(event.cgroup) or self._groups.of_pid(event.tgid)
             if group != process.group:
                 process = replace(process, group=group)
             self._named[incarnation] = process
