@@ -423,8 +423,9 @@ def test_a_real_podman_container(tmp_path: Path) -> None:
         for _ in range(50):  # the published server answers once podman has set up its port
             outside = site.peer(None, net, "tcp-client", "np-outside", UPLINK4, "8080", "90000",
                                 "0")  # fmt: skip
-            outside.communicate(timeout=30)
+            said, _ = outside.communicate(timeout=30)
             if outside.returncode == 0:
+                client_port = json.loads(said)["lport"]
                 break
             time.sleep(0.1)
         out, err = uplink.communicate(timeout=60)
@@ -437,7 +438,7 @@ def test_a_real_podman_container(tmp_path: Path) -> None:
     packets = tcpdump_packets(pcap)
     truth = {
         f"podman/{names[1]}": toward(packets, NET4, 5001),
-        f"podman/{names[0]}": port_traffic(packets, UPLINK4, 8080),
+        f"podman/{names[0]}": port_traffic(packets, UPLINK4, 8080, {client_port}),
     }
     for group, expected in truth.items():
         assert expected["rx_packets"] and expected["tx_packets"], group
