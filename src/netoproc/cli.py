@@ -40,8 +40,9 @@ Per-process, per-connection network traffic monitor with a DNS observatory.
 Without --duration, opens the full-screen monitor. With --duration SECONDS,
 collects per-process traffic for that long and prints one table (tsv, json or
 pretty) for scripts; --view picks the table (process, connection, group:
-traffic per container or systemd unit, interface or dns). --format jsonl streams one JSON object per row and interval instead, until
-stopped or for --duration. --listen serves Prometheus metrics on /metrics
+traffic per container or systemd unit, interface or dns). --format jsonl
+streams one JSON object per row and interval instead, until stopped or for
+--duration. --listen serves Prometheus metrics on /metrics
 (the only mode that opens a listening socket). --read FILE replays a pcap or
 pcapng capture instead of the live network (no root needed).
 
