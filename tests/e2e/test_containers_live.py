@@ -409,8 +409,9 @@ def test_a_real_podman_container(tmp_path: Path) -> None:
         net = site.net
         server = site.peer(None, net, "tcp-server", "5001")
         wait_for_line(server.stdout, "ready")
-        podman(site, conf, "run", "-d", *common, "-p", "8080:80", "--name", names[0], "--rootfs",
-               str(root), "/usr/bin/python3", "/peers/peers.py", "tcp-server", "80")  # fmt: skip
+        podman(site, conf, "run", "-d", "--rm", *common, "-p", "8080:80", "--name", names[0],
+               "--rootfs", str(root), "/usr/bin/python3", "/peers/peers.py", "tcp-server",
+               "80")  # fmt: skip
         pcap = tmp_path / "up.pcap"
         witness = site.procs.tcpdump(site.host, "npup0", pcap)
         uplink = site.start(None, site.host, [sys.executable, "-m", "netoproc", "--duration",
@@ -432,7 +433,8 @@ def test_a_real_podman_container(tmp_path: Path) -> None:
         assert uplink.returncode == 0, err
         stop_tcpdump(witness)
     finally:
-        podman(site, conf, "rm", "-f", "-t", "0", *names, check=False)
+        for name in names:
+            podman(site, conf, "rm", "--force", "--ignore", "--time", "0", name)
         site.down()
     rows = json.loads(out)
     packets = tcpdump_packets(pcap)

@@ -17,6 +17,7 @@ from netoproc.platform.cgroups import (
     cgroup2_mount,
     classify,
     pid_cgroup,
+    pid_cgroups,
 )
 
 ID = "4f2a9c01d3e7" + "ab" * 26
@@ -135,14 +136,22 @@ def test_proc_cgroup_lines(tmp_path: Path) -> None:
     write(2, b"1:name=systemd:/system.slice/cron.service\n0::/\n")  # v1 only (hybrid, root v2)
     write(3, b"0::/system.slice/odd\nname.service\n")  # a newline inside the last line's path
     write(4, b"")
+    # a cgroup v1 machine whose runtime uses the cgroupfs driver, without systemd
+    write(6, b"4:memory:/docker/" + ID.encode() + b"\n1:cpu:/docker/" + ID.encode() + b"\n")
+    # v2 at the root, the container only in v1 (a hybrid machine's podman)
+    write(7, b"1:name=systemd:/libpod_parent/libpod-" + ID.encode() + b"\n0::/\n")
     assert pid_cgroup(1, str(tmp_path)) == b"/system.slice/nginx.service"
     assert pid_cgroup(2, str(tmp_path)) == b"/system.slice/cron.service"
     assert pid_cgroup(3, str(tmp_path)) == b"/system.slice/odd\nname.service"
     assert pid_cgroup(4, str(tmp_path)) is None
     assert pid_cgroup(5, str(tmp_path)) is None
+    assert pid_cgroups(6, str(tmp_path)) == [f"/docker/{ID}".encode()]
     names = CgroupNames(proc_root=str(tmp_path), state_root=str(tmp_path), mount=None)
     assert names.of_pid(1) == "nginx.service"
     assert names.of_pid(5) == ""
+    assert names.of_pid(6) == f"docker/{ID[:12]}"
+    assert names.of_pid(7) == f"podman/{ID[:12]}"
+    assert names.of_id(12345) is None  # no cgroup2 mount to look ids up in
 
 
 def test_mountinfo(tmp_path: Path) -> None:
@@ -170,9 +179,10 @@ def test_ids_are_directory_inodes_found_by_a_walk(tmp_path: Path) -> None:
     container.mkdir()
     assert names.of_id(os.stat(container).st_ino) == f"docker/{ID[:12]}"
     assert names.walks == 2
-    assert names.of_id(123456789) == "" and names.walks == 3
-    assert names.of_id(123456789) == "" and names.walks == 3
-    assert names.of_id(0) == ""
+    assert names.of_id(123456789) is None and names.walks == 3
+    assert names.of_id(123456789) is None and names.walks == 3
+    assert names.of_id(0) is None
+    assert names.of_id(os.stat(tmp_path).st_ino) == ""  # the root: known, in no group
     hostile = tmp_path / os.fsdecode(b"\x1b]0;x\x07\xff.service")
     hostile.mkdir()
     label = names.of_id(os.stat(hostile).st_ino)
@@ -184,4 +194,4 @@ def test_this_machines_own_cgroups_never_fail() -> None:
     assert isinstance(names.of_pid(os.getpid()), str)
     assert isinstance(names.of_pid(1), str)
     if names.mount is not None:
-        assert isinstance(names.of_id(os.stat(names.mount[0]).st_ino), str)
+        assert names.of_id(os.stat(names.mount[0]).st_ino) == ""

@@ -427,6 +427,8 @@ class Engine:
                 continue
             ends = translated(key, entry) if entry is not None else None
             if ends is None:
+                if entry is not None:  # tracked, not translated: asking again tells nothing
+                    flow.nat_asked = NAT_ASKS
                 if flow.owner is None:
                     flow.attribute(None, UnknownReason.NAT_NO_ENTRY)
                 continue

@@ -121,25 +121,34 @@ def _unescape(field: bytes) -> bytes:
     return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
 
 
-def pid_cgroup(pid: int, proc_root: str = "/proc") -> bytes | None:
-    """The cgroup path of a process: its cgroup v2 line, else its name=systemd line
-    (a cgroup v1 machine), as raw bytes; None if it cannot be read."""
+def pid_cgroups(pid: int, proc_root: str = "/proc") -> list[bytes]:
+    """The cgroup paths of a process, as raw bytes, the most telling first: its
+    cgroup v2 path, then a cgroup v1 machine's name=systemd path, then the other
+    v1 hierarchies' (a runtime with the cgroupfs driver on v1 uses those); empty
+    if /proc cannot be read."""
     try:
         with open(f"{proc_root}/{pid}/cgroup", "rb") as f:
             text = f.read(1 << 16)
     except OSError:
-        return None
+        return []
+    found: list[bytes] = []
     # The v2 line comes last; a directory name may hold a newline, so its path is
     # everything after "0::" but the final newline.
-    start = 3 if text.startswith(b"0::") else text.find(b"\n0::") + 4
-    if start >= 3:
-        path = text[start:].removesuffix(b"\n")
-        if path not in (b"/", b""):
-            return path
-    for line in text.split(b"\n"):
-        if line.startswith(b"1:name=systemd:") or b":name=systemd:" in line:
-            return line.split(b":", 2)[2]
-    return None
+    line = 0 if text.startswith(b"0::") else text.find(b"\n0::") + 1
+    if line >= 0 and text.startswith(b"0::", line):
+        text, v2 = text[: max(0, line - 1)], text[line + 3 :].removesuffix(b"\n")
+        found.append(v2)
+    lines = [line.split(b":", 2) for line in text.split(b"\n")]
+    v1 = [parts[2] for parts in lines if len(parts) == 3]
+    found += [p for parts, p in zip(lines, v1, strict=False) if b"name=systemd" in parts[1]]
+    found += v1
+    return [p for i, p in enumerate(found) if p not in (b"/", b"") and p not in found[:i]]
+
+
+def pid_cgroup(pid: int, proc_root: str = "/proc") -> bytes | None:
+    """The most telling cgroup path of a process (see `pid_cgroups`), or None."""
+    paths = pid_cgroups(pid, proc_root)
+    return paths[0] if paths else None
 
 
 class RuntimeNames:
@@ -233,26 +242,33 @@ class CgroupNames:
         self._labels: OrderedDict[bytes, str] = OrderedDict()
         self.walks = 0
 
-    def of_id(self, cgroup_id: int) -> str:
-        """The label of the cgroup with this id (its directory's inode number)."""
+    def of_id(self, cgroup_id: int) -> str | None:
+        """The label of the cgroup with this id (its directory's inode number); ""
+        for a cgroup of no container or unit, None for an id not found here (no
+        cgroup2 mount here, or the cgroup is gone)."""
         if not cgroup_id or self.mount is None:
-            return ""
+            return None
         path = self._paths.get(cgroup_id)
         if path is None:
             if cgroup_id in self._missed:
-                return ""
+                return None
             self._walk()
             path = self._paths.get(cgroup_id)
             if path is None:
                 self._missed[cgroup_id] = None
                 if len(self._missed) > MAX_MISSED:
                     self._missed.popitem(last=False)
-                return ""
+                return None
         return self.label(path)
 
     def of_pid(self, pid: int) -> str:
-        path = pid_cgroup(pid, self.proc_root)
-        return self.label(path) if path else ""
+        """The label of a running process's first cgroup path that names a container
+        or unit (see `pid_cgroups`)."""
+        for path in pid_cgroups(pid, self.proc_root):
+            label = self.label(path)
+            if label:
+                return label
+        return ""
 
     def label(self, path: bytes) -> str:
         label = self._labels.get(path)
@@ -288,6 +304,10 @@ class CgroupNames:
         prefix = os.fsencode(shown).rstrip(b"/")
         self.walks += 1
         paths: dict[int, bytes] = {}
+        try:
+            paths[os.stat(base).st_ino] = prefix or b"/"  # the root: no group
+        except OSError:
+            return
         stack = [b""]
         while stack and len(paths) < MAX_CGROUPS:
             rel = stack.pop()

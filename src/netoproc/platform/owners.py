@@ -165,7 +165,9 @@ class OwnerTracer:
                 return None
             # by the event's cgroup id; where no cgroup2 hierarchy is mounted here
             # (`ip netns exec` mounts a /sys of its own), from /proc while it runs
-            group = self._groups.of_id(event.cgroup) or self._groups.of_pid(event.tgid)
+            group = self._groups.of_id(event.cgroup)
+            if group is None:
+                group = self._groups.of_pid(event.tgid)
             if group != process.group:
                 process = replace(process, group=group)
             self._named[incarnation] = process
