@@ -51,7 +51,7 @@ SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel millisecond
 FALLBACK_TABLE_SECONDS = 1.0
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
 # Unknown flows asked about in the connection tracker per tick (two netlink
-# round trips each, ~20 us): a scan's thousands of unknown flows wait their turn.
+# round trips each, ~12 us): a scan's thousands of unknown flows wait their turn.
 NAT_PER_TICK = 256
 # The fast lane must run within about a millisecond of a packet, even while the
 # engine thread holds the GIL; Python's default hand-over interval is 5 ms. It
