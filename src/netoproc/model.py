@@ -111,8 +111,8 @@ class FlowKey(NamedTuple):
 class ProcessRef:
     """A process as shown to people: pid, short name and user, and its `group`:
     the container or systemd unit it runs in (`docker/web`, `nginx.service`;
-    "" for none or not known). A process moved to another cgroup is another
-    ProcessRef from then on, so each group keeps the traffic it saw."""
+    "" for none or not known). A process the kernel reports in another cgroup
+    is another ProcessRef from then on, so each group keeps the traffic it saw."""
 
     pid: int
     name: str

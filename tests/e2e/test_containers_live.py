@@ -9,7 +9,9 @@ truth: each container process's bytes on its veth and on the bridge (before
 NAT) and on the uplink (after NAT) equal what tcpdump saw there, per process
 and per container. A container is started and stopped during the run, one
 flow's conntrack entry is deleted in its middle (exact: the mapping learnt
-is kept), another's before netoproc asked (`unknown`, with the reason). With
+is kept), another's as the flow ends (exact if netoproc asked in time, else
+`unknown` with the reason), and a connection to a port nothing listens on is
+`unknown` with its reason. With
 the fallback (no eBPF) the host's services are still named and exact, and
 the translated traffic is `unknown` with the reason that it needs eBPF.
 """

@@ -517,7 +517,6 @@ class Engine:
             if flow.nat is not None:  # seen through NAT: its translated socket's owner
                 self._attribute_translated(flow, flow.nat)
                 continue
-
             if flow.reason in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
                 continue
             seen = match(flow.key)
