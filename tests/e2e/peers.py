@@ -412,7 +412,10 @@ def prefork_server(port: int, workers: int) -> None:
             set_name("np-worker")
             while True:
                 client = serve_once(s.accept()[0])
-                print(json.dumps({"pid": os.getpid(), "client": client}), flush=True)
+                # one write(2) per line: the workers share the pipe, and a line split
+                # in two lets another worker's land in its middle
+                line = json.dumps({"pid": os.getpid(), "client": client}) + "\n"
+                os.write(sys.stdout.fileno(), line.encode())
         children.append(pid)
 
     def stop(_signum: int, _frame: object) -> None:  # the workers go with the parent
