@@ -369,6 +369,10 @@ def test_containers_behind_a_bridge_and_nat(site: Site, owner_source: str, tmp_p
         assert totals(on(iface, pid)) == truth, (iface, pid, truth)
     for pid, group in groups.items():
         assert processes[pid]["process"]["group"] == group
+    for pid, truth in truth_up.items():  # the figures, for `pytest -s`
+        print(f"uplink {groups[pid]!r} pid {pid}: {truth}")
+    for (iface, pid), truth in before.items():
+        print(f"{iface} {groups[pid]!r} pid {pid}: {truth}")
     assert "conntrack" not in up_err  # no lookup failed or was deferred
 
 
@@ -449,4 +453,5 @@ def test_a_real_podman_container(tmp_path: Path) -> None:
         mine = [row for row in rows if row["group"] == group]
         assert mine, (group, rows)
         assert counted(mine) == expected, (group, mine)
+        print(f"uplink {group!r}: {expected}")  # the figures, for `pytest -s`
     assert {row["process"] for row in rows if row["group"] == f"podman/{names[1]}"} == {"np-web"}
