@@ -164,10 +164,10 @@ class OwnerTracer:
             if process is None:
                 return None
             # by the event's cgroup id; where no cgroup2 hierarchy is mounted here
-            # (`ip netns exec` mounts a /sys of its own), from /proc while it runs
-            group = self._groups.of_id(event.cgroup)
-            if group is None:
-                group = self._groups.of_pid(event.tgid)
+            # (`ip netns exec` mounts a /sys of its own), or the id names none (a
+            # machine whose systemd keeps to cgroup v1), from /proc while it runs,
+            # as the socket table names it: one process, one group
+            group = self._groups.of_id(event.cgroup) or self._groups.of_pid(event.tgid)
             if group != process.group:
                 process = replace(process, group=group)
             self._named[incarnation] = process
