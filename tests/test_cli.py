@@ -233,3 +233,14 @@ def test_a_plain_snapshot_never_loads_the_exporters_library() -> None:
                             timeout=60)  # fmt: skip
     assert result.stderr.strip() == "False"
     assert result.stdout.startswith("time\tprocess\tpid\tname")
+
+
+def test_the_group_view_sums_the_process_view() -> None:
+    """A replay names no containers: one `-` row with every process's traffic."""
+    capture = str(CAPTURES / "dns_tcp.pcap")
+    processes = json.loads(run("--read", capture, "--format", "json").stdout)
+    groups = json.loads(run("--read", capture, "--view", "group", "--format", "json").stdout)
+    assert [g["group"] for g in groups] == [None]
+    for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+        assert groups[0][key] == sum(p[key] for p in processes)
+    assert groups[0]["processes"] == len(processes)

@@ -50,9 +50,9 @@ def fish_complete(line: str) -> list[str]:
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        (("netoproc", "--view", ""), ["connection", "dns", "interface", "process"]),
+        (("netoproc", "--view", ""), sorted(cli.VIEWS)),
         (("netoproc", "--format", "j"), ["json", "jsonl"]),
-        (("netoproc", "--sort", ""), ["connections", "name", "pid", "traffic"]),
+        (("netoproc", "--sort", ""), sorted(cli.SORTS)),
         (("netoproc", "--v"), ["--verbose", "--version", "--view"]),
         (("netoproc", "--ledger-"), ["--ledger-limit", "--ledger-only"]),
         (("netoproc", "r"), ["report"]),
@@ -98,7 +98,7 @@ def test_zsh_file_parses_and_names_every_option() -> None:
 
 def test_fish_completes_options_and_their_values() -> None:
     subprocess.run(["fish", "--no-execute", str(FISH)], check=True)
-    assert fish_complete("netoproc --view ") == ["connection", "dns", "interface", "process"]
+    assert fish_complete("netoproc --view ") == sorted(cli.VIEWS)
     assert fish_complete("netop --sort p") == ["pid"]
     long_options = [o for o in OPTIONS if o.startswith("--")]
     assert fish_complete("netoproc --") == long_options

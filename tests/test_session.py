@@ -33,6 +33,7 @@ from netoproc.model import (
     Direction,
     FlowKey,
     InterfaceInfo,
+    NatEntry,
     OwnerSighting,
     ProcessRef,
     SocketInfo,
@@ -199,6 +200,9 @@ class FlakyPlatform:
 
     def owner_source(self) -> tuple[str, str, int]:
         return "sockets", "turned off", 0
+
+    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None]:
+        return dict.fromkeys(keys)  # no translation here
 
     def socket_table(self) -> list[SocketInfo]:
         self._table_read()

@@ -22,7 +22,11 @@ class WirePacket:
     length: int  # IP header + payload
 
 
-_V4 = re.compile(r"^(\d+\.\d+) IP \(.*?proto (\S+) \(\d+\), length (\d+)\)\s+(\S+) > (\S+):\s")
+# IPv4 options (a router alert on IGMP) follow the length: ", options (RA))"
+_V4 = re.compile(
+    r"^(\d+\.\d+) IP \(.*?proto (\S+) \(\d+\), length (\d+)(?:, options \([^)]*\))?\)"
+    r"\s+(\S+) > (\S+):\s"
+)
 _V6 = re.compile(
     r"^(\d+\.\d+) IP6 \(.*?next-header (\S+) \(\d+\),? payload length: (\d+)\)\s+(\S+) > (\S+):\s"
 )

@@ -39,9 +39,10 @@ Per-process, per-connection network traffic monitor with a DNS observatory.
 
 Without --duration, opens the full-screen monitor. With --duration SECONDS,
 collects per-process traffic for that long and prints one table (tsv, json or
-pretty) for scripts; --view picks the table (process, connection, interface or
-dns). --format jsonl streams one JSON object per row and interval instead, until
-stopped or for --duration. --listen serves Prometheus metrics on /metrics
+pretty) for scripts; --view picks the table (process, connection, group:
+traffic per container or systemd unit, interface or dns). --format jsonl
+streams one JSON object per row and interval instead, until stopped or for
+--duration. --listen serves Prometheus metrics on /metrics
 (the only mode that opens a listening socket). --read FILE replays a pcap or
 pcapng capture instead of the live network (no root needed).
 
@@ -127,9 +128,9 @@ def _ranged(
     )  # fmt: skip
 
 
-VIEWS = ("process", "connection", "interface", "dns")
+VIEWS = ("process", "connection", "group", "interface", "dns")
 FORMATS = ("tsv", "json", "pretty", "jsonl")
-SORTS = ("traffic", "pid", "name", "connections")
+SORTS = ("traffic", "pid", "name", "connections", "group")
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 DEFAULT_LISTEN_PORT = 9786
 
@@ -197,13 +198,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     output.add_argument(
         "--filter",
         metavar="PATTERN",
-        help="only processes, remote addresses or domains containing PATTERN (any case)",
+        help="only processes (by name, container or unit), remote addresses or domains "
+        "containing PATTERN (any case)",
     )
     output.add_argument(
         "--sort",
         choices=SORTS,
         default="traffic",
-        help="initial sort column of the monitor (default: traffic)",
+        help="initial sort column of the monitor (default: traffic); group: processes of "
+        "one container or systemd unit together",
     )
     output.add_argument(
         "--no-color", action="store_true", help="no colours (also when NO_COLOR is set)"

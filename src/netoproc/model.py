@@ -50,6 +50,9 @@ class UnknownReason(enum.StrEnum):
     NO_PORTS = "fragment or truncated header without ports"
     NO_PROCESS_INFO = "capture carries no process information"
     FLOOD = "flood or scan: no local socket"
+    NAT_NO_ENTRY = "no local socket, and no address translation for it (conntrack)"
+    NAT_NO_OWNER = "address translated to a socket no process was seen using"
+    NAT_NEEDS_EBPF = "address translated to another network namespace (needs eBPF)"
     TABLE_FULL = "flow table full"
 
 
@@ -108,11 +111,15 @@ class FlowKey(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ProcessRef:
-    """A process as shown to people: pid, short name and user."""
+    """A process as shown to people: pid, short name and user, and its `group`:
+    the container or systemd unit it runs in (`docker/web`, `nginx.service`;
+    "" for none or not known). A process the kernel reports in another cgroup
+    is another ProcessRef from then on, so each group keeps the traffic it saw."""
 
     pid: int
     name: str
     user: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,17 @@ class OwnerSighting:
     @property
     def connected(self) -> bool:
         return self.rport != 0 or self.raddr not in (0, V4_MAPPED_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class NatEntry:
+    """A connection the kernel translates (a conntrack entry, Linux): its tuples
+    (source address, source port, destination address, destination port) as the
+    initiator sent it (`orig`) and as the responder answers it (`reply`)."""
+
+    proto: int
+    orig: tuple[int, int, int, int]
+    reply: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)

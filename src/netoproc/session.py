@@ -50,6 +50,9 @@ SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel millisecond
 # the platform's "too many at once" must not turn every batch into a table dump.
 FALLBACK_TABLE_SECONDS = 1.0
 PREFETCH_PER_SECOND = 2000  # a SYN flood must not turn into a lookup flood
+# Unknown flows asked about in the connection tracker per tick (two netlink
+# round trips each, ~12 us): a scan's thousands of unknown flows wait their turn.
+NAT_PER_TICK = 256
 # The fast lane must run within about a millisecond of a packet, even while the
 # engine thread holds the GIL; Python's default hand-over interval is 5 ms. It
 # waits for the interpreter again after each of its ~15 reads of /proc and
@@ -243,6 +246,17 @@ class LiveSession:
             else:
                 self.engine.attribute(found)
 
+    def _translate(self) -> None:
+        """Flows no socket here carries, through the connection tracker: a flow seen
+        through NAT takes the owner of the socket behind the translation."""
+        platform = self.platform
+        if platform is not None:
+            questions = self.engine.nat_questions(NAT_PER_TICK)
+            if questions:
+                found = self._ask("conntrack", platform.translations, questions)
+                if found:
+                    self.engine.translate(found)
+
     def _coalesce(self, first: RecordBlock, due: float) -> RecordBlock:
         """`first` and the blocks that follow it closely, as one block."""
         blocks, size = [first], len(first.data)
@@ -263,6 +277,7 @@ class LiveSession:
             self.engine.note_owner_source(*self.platform.owner_source())
         if self.clock.monotonic() >= self._next_table:
             self._refresh_sockets()
+        self._translate()
         now = self._read_interfaces()
         with self._errors_lock:
             self.engine.note_platform_errors(self._platform_errors)

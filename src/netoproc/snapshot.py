@@ -135,6 +135,11 @@ class ProcessRow:
         return self.process.user if self.process else ""
 
     @property
+    def group(self) -> str:
+        """Its container or systemd unit ("" for none)."""
+        return self.process.group if self.process else ""
+
+    @property
     def exited_note(self) -> str:
         """What people read after a folded row's name: how many it stands for."""
         return f" ({self.exited:,} exited)" if self.exited else ""
@@ -375,7 +380,8 @@ class Snapshot:
     def filtered(self, pattern: str | None) -> Snapshot:
         """Keep what matches `pattern` (case-insensitive substring).
 
-        A process whose name matches keeps all its traffic; otherwise only its
+        A process whose name or group (container, unit) matches keeps all its
+        traffic; otherwise only its
         connections whose remote address or domain matches are kept, and its
         totals become theirs. DNS queries are kept when their process, name or
         answer matches; resolver statistics are not filtered.
@@ -383,7 +389,11 @@ class Snapshot:
         if not pattern:
             return self
         needle = pattern.lower()
-        by_name = {row.process for row in self.processes if needle in row.name.lower()}
+        by_name = {
+            row.process
+            for row in self.processes
+            if needle in row.name.lower() or needle in row.group.lower()
+        }
         kept: list[ConnectionRow] = []
         matched: dict[ProcessRef | None, list[ConnectionRow]] = {}
         for conn in self.connections:
@@ -415,6 +425,7 @@ class Snapshot:
                 if needle in q.name.lower()
                 or needle in q.response.lower()
                 or (q.process is not None and needle in q.process.name.lower())
+                or (q.process is not None and needle in q.process.group.lower())
             )
             dns = replace(dns, queries=queries)
         return replace(self, processes=tuple(rows), connections=tuple(kept), dns=dns)

@@ -9,6 +9,8 @@ library so they run anywhere the tests do.
     python peers.py udp-server PORT              echo every datagram
     python peers.py tcp-client NAME HOST PORT BYTES MS   exchange BYTES, close MS after connecting
     python peers.py udp-client NAME HOST PORT DATAGRAMS SIZE
+    python peers.py udp-halves NAME HOST PORT DATAGRAMS SIZE   as udp-client, twice: prints
+                                                        {"half": ...} between, waits for SIGUSR1
     python peers.py short-conns NAME HOST PORT COUNT BYTES HOLD_MS
     python peers.py loop-pair SENDER RECEIVER BYTES
     python peers.py dns-servfail ADDRESS PORT    an upstream that answers SERVFAIL to everything
@@ -148,6 +150,27 @@ def udp_client(name: str, host: str, port: int, count: int, size: int) -> None:
         s.send(os.urandom(size))
         s.recv(65535)
     local = s.getsockname()
+    time.sleep(0.1)
+    s.close()
+    print(json.dumps({"pid": os.getpid(), "local": local[0], "lport": local[1]}), flush=True)
+
+
+def udp_halves(name: str, host: str, port: int, count: int, size: int) -> None:
+    """Echo `count` datagrams, say so, wait for SIGUSR1 (at most 30 s), echo
+    `count` more on the same socket: a flow the test can disturb in the middle."""
+    set_name(name)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect((host, port))
+    local = s.getsockname()
+    for half in range(2):
+        for _ in range(count):
+            s.send(os.urandom(size))
+            s.recv(65535)
+        if half == 0:
+            print(json.dumps({"half": local[1]}), flush=True)
+            signal.sigtimedwait({signal.SIGUSR1}, 30)
     time.sleep(0.1)
     s.close()
     print(json.dumps({"pid": os.getpid(), "local": local[0], "lport": local[1]}), flush=True)
@@ -389,7 +412,10 @@ def prefork_server(port: int, workers: int) -> None:
             set_name("np-worker")
             while True:
                 client = serve_once(s.accept()[0])
-                print(json.dumps({"pid": os.getpid(), "client": client}), flush=True)
+                # one write(2) per line: the workers share the pipe, and a line split
+                # in two lets another worker's land in its middle
+                line = json.dumps({"pid": os.getpid(), "client": client}) + "\n"
+                os.write(sys.stdout.fileno(), line.encode())
         children.append(pid)
 
     def stop(_signum: int, _frame: object) -> None:  # the workers go with the parent
@@ -499,6 +525,7 @@ COMMANDS = {
     "udp-server": (udp_server, (int,)),
     "tcp-client": (tcp_client, (str, str, int, int, int)),
     "udp-client": (udp_client, (str, str, int, int, int)),
+    "udp-halves": (udp_halves, (str, str, int, int, int)),
     "short-conns": (short_conns, (str, str, int, int, int, int)),
     "loop-pair": (loop_pair, (str, str, int)),
     "dns-servfail": (dns_servfail, (str, int)),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from netoproc.engine import Engine
-from netoproc.engine.owners import SightedOwners
+from netoproc.engine.owners import SightedOwners, translated
 from netoproc.model import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     V4_MAPPED_PREFIX,
     FlowKey,
+    NatEntry,
     OwnerSighting,
     ProcessRef,
+    UnknownReason,
     parse_addr,
 )
 from netoproc.snapshot import Traffic
@@ -177,3 +179,147 @@ def test_a_local_socket_reported_late_beats_its_peer_in_another_namespace() -> N
     rows = _rows(engine, T0 + 2)
     assert 10 not in rows
     assert rows[30] == Traffic(140, 0, 1, 0)
+
+
+# address translation ---------------------------------------------------------------
+
+HOST, BOX, NET = "203.0.113.1", "10.88.0.2", "203.0.113.9"  # uplink (eth0), container, internet
+BOX_CLIENT, BOX_SERVER = (
+    ProcessRef(40, "curl", "root", "docker/web"),
+    ProcessRef(41, "nginx", "root", "podman/shop"),
+)
+
+
+def masqueraded(port: int = 40000, outside: int = 61000) -> NatEntry:
+    """The container dialled NET:80; the uplink carries HOST:outside."""
+    return NatEntry(IPPROTO_TCP, (addr(BOX), port, addr(NET), 80),
+                    (addr(NET), 80, addr(HOST), outside))  # fmt: skip
+
+
+def published() -> NatEntry:
+    """NET dialled HOST:8080, forwarded to the container's :80."""
+    return NatEntry(IPPROTO_TCP, (addr(NET), 5555, addr(HOST), 8080),
+                    (addr(BOX), 80, addr(NET), 5555))  # fmt: skip
+
+
+def addr(text: str) -> int:
+    return parse_addr(text)
+
+
+def uplink(local: str, lport: int, remote: str, rport: int) -> FlowKey:
+    return FlowKey("eth0", IPPROTO_TCP, addr(local), lport, addr(remote), rport)
+
+
+def test_translation_finds_the_socket_on_either_side() -> None:
+    assert translated(uplink(HOST, 61000, NET, 80), masqueraded()) == (
+        IPPROTO_TCP, addr(BOX), 40000, addr(NET), 80)  # fmt: skip
+    assert translated(uplink(HOST, 8080, NET, 5555), published()) == (
+        IPPROTO_TCP, addr(BOX), 80, addr(NET), 5555)  # fmt: skip
+    # the bridge side carries the socket's own addresses: nothing to translate
+    assert translated(FlowKey("br0", IPPROTO_TCP, addr(NET), 80, addr(BOX), 40000),
+                      masqueraded()) is None  # fmt: skip
+    assert translated(FlowKey("br0", IPPROTO_TCP, addr(NET), 5555, addr(BOX), 80),
+                      published()) is None  # fmt: skip
+    assert translated(uplink(HOST, 61001, NET, 80), masqueraded()) is None  # another flow
+    udp_entry = NatEntry(IPPROTO_UDP, masqueraded().orig, masqueraded().reply)
+    assert translated(uplink(HOST, 61000, NET, 80), udp_entry) is None
+    untranslated = NatEntry(
+        IPPROTO_TCP, (addr(HOST), 1, addr(NET), 2), (addr(NET), 2, addr(HOST), 1)
+    )
+    assert translated(uplink(HOST, 1, NET, 2), untranslated) is None
+
+
+def _nat_engine() -> Engine:
+    engine = Engine(started=T0)
+    engine.note_owner_source("eBPF")
+    engine.sight([seen(IPPROTO_TCP, BOX, 40000, NET, 80, BOX_CLIENT, foreign=True),
+                  seen(IPPROTO_TCP, BOX, 80, NET, 5555, BOX_SERVER, foreign=True)])  # fmt: skip
+    return engine
+
+
+def _unknown_until_asked(engine: Engine) -> list[FlowKey]:
+    """The uplink's packets: a masqueraded client and a published server. The
+    socket table has neither, so both are unknown until conntrack is asked."""
+    new = engine.ingest(batch(
+        Pkt(ip(HOST, NET, tcp(61000, 80, ACK, 100)), T0, TX),
+        Pkt(ip(NET, HOST, tcp(80, 61000, ACK, 1000)), T0, RX),
+        Pkt(ip(NET, HOST, tcp(5555, 8080, ACK, 300)), T0, RX),
+        Pkt(ip(HOST, NET, tcp(8080, 5555, ACK, 3000)), T0, TX),
+    ))  # fmt: skip
+    engine.attribute(dict.fromkeys(new))
+    return engine.nat_questions(10)
+
+
+def test_flows_through_nat_land_on_the_containers_processes() -> None:
+    engine = _nat_engine()
+    questions = _unknown_until_asked(engine)
+    assert sorted(questions) == sorted(
+        [uplink(HOST, 61000, NET, 80), uplink(HOST, 8080, NET, 5555)]
+    )
+    engine.translate({uplink(HOST, 61000, NET, 80): masqueraded(),
+                      uplink(HOST, 8080, NET, 5555): published()})  # fmt: skip
+    snapshot = engine.tick(T0 + 1)
+    rows = {r.pid: r for r in snapshot.processes}
+    assert rows[40].total == Traffic(1040, 140, 1, 1) and rows[40].group == "docker/web"
+    assert rows[41].total == Traffic(340, 3040, 1, 1) and rows[41].group == "podman/shop"
+    assert None not in rows
+    ends = {c.process.pid: (c.iface, c.laddr, c.lport, c.raddr, c.rport)
+            for c in snapshot.connections if c.process}  # fmt: skip
+    assert ends[40] == ("eth0", addr(BOX), 40000, addr(NET), 80)  # as its socket sees it
+    assert ends[41] == ("eth0", addr(BOX), 80, addr(NET), 5555)
+    assert engine.nat_questions(10) == []  # asked once; the mapping is kept
+
+
+def test_a_translation_learnt_stays_when_its_entry_expires() -> None:
+    """The entry is gone by the next question; the flow keeps its owner, and new
+    bytes on it land there too."""
+    engine = _nat_engine()
+    _unknown_until_asked(engine)
+    engine.translate({uplink(HOST, 61000, NET, 80): masqueraded(),
+                      uplink(HOST, 8080, NET, 5555): None})  # fmt: skip
+    engine.ingest(batch(Pkt(ip(HOST, NET, tcp(61000, 80, ACK, 60)), T0 + 1.5, TX)))
+    snapshot = engine.tick(T0 + 2)
+    rows = {r.pid: r for r in snapshot.processes}
+    assert rows[40].total == Traffic(1040, 240, 1, 2)
+    assert dict(rows[None].unknown_reasons) == {str(UnknownReason.NAT_NO_ENTRY): 3380}
+    # asked once more (an entry not yet confirmed), then never again
+    assert engine.nat_questions(10) == [uplink(HOST, 8080, NET, 5555)]
+    engine.translate({uplink(HOST, 8080, NET, 5555): None})
+    assert engine.nat_questions(10) == []
+
+
+def test_an_owner_seen_after_the_translation_takes_the_flow() -> None:
+    engine = Engine(started=T0)
+    engine.note_owner_source("eBPF")
+    _unknown_until_asked(engine)
+    engine.translate({uplink(HOST, 61000, NET, 80): masqueraded()})
+    snapshot = engine.tick(T0 + 1)
+    (unknown,) = [r for r in snapshot.processes if r.process is None]
+    assert str(UnknownReason.NAT_NO_OWNER) in dict(unknown.unknown_reasons)
+    engine.sight([seen(IPPROTO_TCP, BOX, 40000, NET, 80, BOX_CLIENT, foreign=True)])
+    rows = {r.pid: r for r in engine.tick(T0 + 2).processes}
+    assert rows[40].total == Traffic(1040, 140, 1, 1)
+
+
+def test_without_the_kernels_owners_the_reason_says_so() -> None:
+    engine = Engine(started=T0)
+    engine.note_owner_source("sockets", "turned off")
+    _unknown_until_asked(engine)
+    engine.translate({uplink(HOST, 61000, NET, 80): masqueraded()})
+    (unknown,) = [r for r in engine.tick(T0 + 1).processes if r.process is None]
+    assert str(UnknownReason.NAT_NEEDS_EBPF) in dict(unknown.unknown_reasons)
+
+
+def test_questions_are_bounded_per_tick_and_the_rest_counted() -> None:
+    engine = Engine(started=T0)
+    new = engine.ingest(batch(*(Pkt(ip(NET, HOST, tcp(1000 + i, 80, ACK)), T0, RX)
+                                for i in range(10))))  # fmt: skip
+    engine.attribute(dict.fromkeys(new))
+    assert len(engine.nat_questions(4)) == 4
+    assert len(engine.nat_questions(4)) == 4
+    assert len(engine.nat_questions(4)) == 2  # each flow asked once: no answer, no retry
+    limits = dict(engine.tick(T0 + 1).health.limits)
+    assert limits["conntrack lookups deferred to a later tick"] == 6 + 2
+    replayed = Engine(started=T0, process_lookups=False)
+    replayed.ingest(batch(Pkt(ip(NET, HOST, tcp(1, 80, ACK)), T0, RX)))
+    assert replayed.nat_questions(4) == []

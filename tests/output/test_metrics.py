@@ -30,8 +30,8 @@ def scrape(metrics: Metrics) -> Samples:
     }
 
 
-def process_bytes(samples: Samples, name: str, user: str, direction: str) -> float:
-    labels = (("direction", direction), ("process", name), ("user", user))
+def process_bytes(samples: Samples, name: str, user: str, direction: str, group: str = "") -> float:
+    labels = (("direction", direction), ("group", group), ("process", name), ("user", user))
     return samples.get(("netoproc_process_bytes_total", labels), 0.0)
 
 

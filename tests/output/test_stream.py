@@ -163,9 +163,9 @@ def test_a_line_has_time_interval_view_totals_and_deltas() -> None:
     StreamWriter("process", out).write(monitor_snapshot())
     first = json.loads(out.getvalue().splitlines()[0])
     assert list(first) == [
-        "time", "interval", "view", "pid", "process", "user", "exited", "rx_bytes", "tx_bytes",
-        "rx_packets", "tx_packets", "rx_bytes_delta", "tx_bytes_delta", "rx_packets_delta",
-        "tx_packets_delta",
+        "time", "interval", "view", "pid", "process", "user", "group", "exited", "rx_bytes",
+        "tx_bytes", "rx_packets", "tx_packets", "rx_bytes_delta", "tx_bytes_delta",
+        "rx_packets_delta", "tx_packets_delta",
     ]  # fmt: skip
     assert first["time"] == "2027-01-15T08:05:00.000Z" and first["interval"] == 300.0
     assert (first["process"], first["rx_bytes"]) == ("firefox", first["rx_bytes_delta"])

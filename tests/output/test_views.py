@@ -24,11 +24,13 @@ SUFFIX = {"tsv": "tsv", "json": "json", "pretty": "txt"}
 
 # The documented columns (README, "Views"), in their order: a change here is a change of contract.
 DOCUMENTED = {
-    "connection": "process pid local remote remote_name proto state direction interface rx_bytes "
+    "connection": "process pid group local remote remote_name proto state direction interface "
+    "rx_bytes "
     "tx_bytes rx_packets tx_packets rtt_ms jitter_ms retransmits rtt_source retransmits_source",
     "interface": "interface kind state ipv4 ipv6 dns_servers rx_bytes tx_bytes rx_packets "
     "tx_packets rx_errors tx_errors",
     "dns": "time process pid name type response rcode latency_ms resolver interface transport",
+    "group": "group processes rx_bytes tx_bytes rx_packets tx_packets",
 }
 
 
@@ -48,7 +50,7 @@ def test_golden(view: str, fmt: str) -> None:
     assert text == path.read_text()
 
 
-@pytest.mark.parametrize("view", ["connection", "interface", "dns"])
+@pytest.mark.parametrize("view", ["connection", "interface", "dns", "group"])
 def test_columns_are_the_documented_ones_in_order(view: str) -> None:
     assert VIEWS[view].columns == tuple(DOCUMENTED[view].split())
     snapshot = monitor_snapshot()
@@ -69,7 +71,7 @@ def test_connection_rows_carry_the_snapshots_values() -> None:
     rows = json.loads(render("connection", "json", monitor_snapshot()))
     first = rows[0]  # most bytes first: firefox to github.com
     assert first == {
-        "process": "firefox", "pid": 1842, "local": "192.168.1.100:54321",
+        "process": "firefox", "pid": 1842, "group": None, "local": "192.168.1.100:54321",
         "remote": "140.82.121.4:443", "remote_name": "github.com", "proto": "TCP",
         "state": "ESTABLISHED", "direction": "Out", "interface": "en0",
         "rx_bytes": 98_500_000, "tx_bytes": 9_100_000, "rx_packets": 70_000,

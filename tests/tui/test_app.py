@@ -15,13 +15,20 @@ import pytest
 from textual import events
 from textual.filter import Monochrome, NoColor
 
-from netoproc.snapshot import ProcessRow, Snapshot
+from netoproc.model import ProcessRef
+from netoproc.snapshot import ProcessRow, Snapshot, Traffic
 from netoproc.tui.app import MonitorApp, MonitorOptions, SnapshotArrived, make_app
 from netoproc.tui.bars import FilterBar, StatusBar
 from netoproc.tui.help import HelpScreen
 from netoproc.tui.process_view import Child, ProcessTable
 from netoproc.tui.source import Deliver, Fail, StaticSource
-from tests.fixtures import busy_snapshot, hostile_snapshot, long_run_snapshot, monitor_snapshot
+from tests.fixtures import (
+    busy_snapshot,
+    hostile_snapshot,
+    live_connection,
+    long_run_snapshot,
+    monitor_snapshot,
+)
 from tests.tui.screen import screen_lines, screen_text
 
 BIG = (160, 48)
@@ -406,3 +413,47 @@ async def test_a_notice_from_beside_the_capture_shows_in_the_status_bar() -> Non
         source.deliver(monitor_snapshot())
         await pilot.pause()
         assert "ledger" not in status(app)
+
+
+async def test_the_container_column_appears_once_a_process_has_a_group() -> None:
+    web = ProcessRef(4242, "nginx", "root", "docker/web")
+    evil = ProcessRef(4243, "evil", "root", "\x1b[2J\x07bad.service")
+    base = monitor_snapshot()
+    rows = (*base.processes, ProcessRow(web, Traffic(9_000_000_000, 0, 1, 0)),
+            ProcessRow(evil, Traffic(8_000_000_000, 0, 1, 0)))  # fmt: skip
+    conns = (*base.connections, live_connection(web, "10.88.0.2", 80, "203.0.113.9", 5555,
+                                                rx_rate=1e9, tx_rate=0.0,
+                                                total=Traffic(9_000_000_000, 0, 1, 0)))  # fmt: skip
+    app = app_on(dataclasses.replace(base, processes=rows, connections=conns))
+    async with app.run_test(size=BIG) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Container/Unit" in text
+        (line,) = [line for line in text.splitlines() if " nginx " in line]
+        assert "docker/web" in line
+        assert "\\x1b[2J\\x07bad.service" in text and "\x1b[2J" not in text
+        await pilot.press("2")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Container/Unit" in text and "docker/web" in text
+    app = app_on()
+    async with app.run_test(size=BIG) as pilot:
+        await pilot.pause()
+        assert "Container/Unit" not in screen_text(app)
+        await pilot.press("2")
+        await pilot.pause()
+        assert "Container/Unit" not in screen_text(app)
+
+
+async def test_sorting_by_group_keeps_each_containers_processes_together() -> None:
+    snapshot = monitor_snapshot()
+    a, b = ProcessRef(1, "a", "", "docker/a"), ProcessRef(2, "b", "", "nginx.service")
+    c = ProcessRef(3, "c", "", "docker/a")
+    rows = (ProcessRow(a, Traffic(1, 0, 1, 0)), ProcessRow(b, Traffic(5, 0, 1, 0)),
+            ProcessRow(c, Traffic(3, 0, 1, 0)), *snapshot.processes)  # fmt: skip
+    app = app_on(dataclasses.replace(snapshot, processes=rows), sort="group")
+    async with app.run_test(size=BIG) as pilot:
+        await pilot.pause()
+        shown = [r.process for r in app.query_one(ProcessTable).rows if isinstance(r, ProcessRow)]
+        assert shown[:3] == [c, a, b]
+        assert "group" in status(app)

@@ -16,23 +16,32 @@ from tests.fixtures import CURL, busy_snapshot, live_connection, monitor_snapsho
 SnapCompare = Callable[..., bool]
 
 
-def titles_at(width: int) -> list[str]:
-    widths = layout(ConnectionTable.COLUMNS, width)
+NO_GROUP = frozenset({1})  # the Container/Unit column, hidden while no process has one
+
+
+def titles_at(width: int, hidden: frozenset[int] = NO_GROUP) -> list[str]:
+    widths = layout(ConnectionTable.COLUMNS, width, hidden)
     return [c.title for c, w in zip(ConnectionTable.COLUMNS, widths, strict=True) if w]
 
 
 def test_all_columns_show_from_106_cells_and_local_then_dir_give_way_below() -> None:
-    everything = [c.title for c in ConnectionTable.COLUMNS]
+    everything = [c.title for c in ConnectionTable.COLUMNS if c.title != "Container/Unit"]
     assert titles_at(106) == everything
     assert "Local" not in titles_at(105) and "Dir" in titles_at(84)
     assert titles_at(80) == [t for t in everything if t not in ("Local", "Dir")]
+
+
+def test_the_container_column_shows_when_wide_and_gives_way_first() -> None:
+    everything = [c.title for c in ConnectionTable.COLUMNS]
+    assert titles_at(121, frozenset()) == everything
+    assert titles_at(120, frozenset()) == [t for t in everything if t != "Container/Unit"]
 
 
 def test_rates_are_coloured_and_unknown_health_is_a_dash() -> None:
     row = live_connection(CURL, "192.0.2.1", 40000, "192.0.2.2", 443, rx_rate=500,
                           tx_rate=150_000, total=Traffic())  # fmt: skip
     table = ConnectionTable()
-    widths = layout(table.COLUMNS, 160)
+    widths = layout(table.COLUMNS, 160, NO_GROUP)
     segments = table.render_row(row, widths)
     by_text = {s.text.strip(): s.style for s in segments}
     assert by_text["500 B/s"] == GREEN and by_text["150 KB/s"] == RED

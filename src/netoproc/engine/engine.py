@@ -1,6 +1,8 @@
 """The engine: all mutable state of a run, and nothing that does I/O or reads a clock.
 
     sight(sightings)     <- processes the kernel saw using sockets (Linux eBPF)
+    nat_questions(n)     -> unknown flows to ask the connection tracker about
+    translate(entries)   <- its answers: flows seen through NAT (Linux)
     ingest(batch)        -> flows that need a socket lookup now
     ingest_counts(counts)-> the same, for flows the kernel counted (Linux eBPF)
     add_rtt(samples)     <- RTT samples the kernel took for those flows
@@ -16,7 +18,9 @@ the same snapshots every time. A new flow takes the owner the kernel saw
 using its socket, if it did (see engine/owners.py); otherwise it triggers an
 immediate lookup so that a connection living a few milliseconds is still
 attributed, and flows still unknown are retried against every full table and
-every later sighting.
+every later sighting. A flow no socket here carries may have been seen
+through NAT (a container behind a masquerading bridge, a published port): the
+platform's conntrack entry for it names the socket that does.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from netoproc.engine.grouping import (
 )
 from netoproc.engine.history import RateHistory
 from netoproc.engine.interfaces import InterfaceStats
-from netoproc.engine.owners import SightedOwners
+from netoproc.engine.owners import SightedOwners, translated
 from netoproc.engine.report import (
     FlowAttributes,
     FlowFigures,
@@ -68,6 +72,7 @@ from netoproc.model import (
     Direction,
     FlowKey,
     InterfaceInfo,
+    NatEntry,
     OwnerSighting,
     ProcessRef,
     SocketInfo,
@@ -89,6 +94,8 @@ ACTIVE_SECONDS = 10.0
 # per name and user, and past as many names into one row called OTHER_EXITED.
 KEEP_EXITED = 1_000
 OTHER_EXITED = "other"
+NAT_ASKS = 2  # times an unknown flow is asked about (its entry may not be confirmed yet)
+NAT_DEFERRED = "conntrack lookups deferred to a later tick"
 
 Owner = ProcessRef | None
 
@@ -141,6 +148,7 @@ class Engine:
         self._malformed = self._not_ip = self._portless = 0
         self._kernel_drops = self._queue_drops = 0
         self._platform_errors = 0  # questions to the OS that failed (and were retried later)
+        self._nat_deferred = 0
 
     @property
     def flows(self) -> Mapping[FlowKey, Flow]:
@@ -350,6 +358,70 @@ class Engine:
             flow = self.table.flows[int(slots[i])]
             flow.attribute(ProcessRef(pid, names.get(pid, str(pid))), None)
 
+    # address translation -----------------------------------------------------
+
+    def nat_questions(self, limit: int) -> list[FlowKey]:
+        """Flows no socket here was found for, to ask the connection tracker about
+        (a flow seen through NAT carries no local socket's addresses), and flows
+        given to a socket at their far end (a hairpin, or an uplink whose far end
+        is on this machine too: the translated socket at their near end comes
+        first): those never asked first, then once more those it had no entry for
+        (an entry the kernel had not confirmed yet); at most `limit`, the rest
+        wait for the next tick (counted in CaptureHealth.limits)."""
+        if not self.process_lookups:
+            return []
+        ported = (IPPROTO_TCP, IPPROTO_UDP)
+        unknown = UnknownReason.NO_SOCKET
+        first = [f for f in self.flows.values() if f.nat_asked == 0 and f.nat is None
+                 and f.key.proto in ported
+                 and (f.far or (f.owner is None and f.reason is unknown))]  # fmt: skip
+        again = [f for f in self.flows.values() if f.owner is None and f.nat_asked == 1
+                 and f.reason is UnknownReason.NAT_NO_ENTRY]  # fmt: skip
+        waiting = first + again
+        self._nat_deferred += max(0, len(waiting) - limit)
+        for flow in waiting[:limit]:
+            flow.nat_asked += 1
+        return [flow.key for flow in waiting[:limit]]
+
+    def translate(self, found: Mapping[FlowKey, NatEntry | None]) -> None:
+        """The connection tracker's answers for `nat_questions`: a flow seen
+        through NAT takes the owner of the socket that really carries it, its
+        counts from that socket's side (the same as this flow's: its local end
+        is the translated socket's local end)."""
+        for key, entry in found.items():
+            flow = self.flows.get(key)
+            if flow is None or (flow.owner is not None and not flow.far):
+                continue
+            ends = translated(key, entry) if entry is not None else None
+            if ends is None:
+                if entry is not None:  # tracked, not translated: asking again tells nothing
+                    flow.nat_asked = NAT_ASKS
+                if flow.owner is None:
+                    flow.attribute(None, UnknownReason.NAT_NO_ENTRY)
+                continue
+            flow.nat = ends
+            self._attribute_translated(flow, ends)
+
+    def _attribute_translated(self, flow: Flow, ends: tuple[int, int, int, int, int]) -> None:
+        """The owner of the socket behind a translated flow, if it is known; a far
+        owner the flow had stays until then."""
+        owner = self.sighted.match_socket(ends)
+        if owner is not None:
+            flow.attribute(owner, None)
+            flow.by_kernel, flow.far = True, False
+            return
+        sock = self.sockets.exact.get(ends)  # a socket of this namespace (a redirect)
+        if sock is not None and sock.owner is not None:
+            flow.socket = sock
+            flow.attribute(sock.owner, None)
+            flow.far = False
+            return
+        if flow.owner is None:
+            # another namespace's socket is seen only by the kernel's owner events
+            reason = (UnknownReason.NAT_NO_OWNER if self._owners[0] == "eBPF"
+                      else UnknownReason.NAT_NEEDS_EBPF)  # fmt: skip
+            flow.attribute(None, reason)
+
     # sockets ---------------------------------------------------------------
 
     def attribute(self, found: Mapping[FlowKey, SocketInfo | None]) -> None:
@@ -417,6 +489,9 @@ class Engine:
         for flow in self.flows.values():
             if flow.by_kernel and not flow.far:
                 continue
+            if flow.nat is not None:  # seen through NAT: its translated socket's owner
+                self._attribute_translated(flow, flow.nat)
+                continue
             if flow.reason in (UnknownReason.NOT_SOCKET, UnknownReason.NO_PORTS):
                 continue
             seen = match(flow.key)
@@ -477,7 +552,11 @@ class Engine:
                 counting_why=self._counting[1],
                 counter_overflow=self._counting[2],
                 floods=self._floods,
-                limits=(*self.floods.limits(), *(self.dns.limits() if self.dns else ())),
+                limits=(
+                    *self.floods.limits(),
+                    *(self.dns.limits() if self.dns else ()),
+                    *(((NAT_DEFERRED, self._nat_deferred),) if self._nat_deferred else ()),
+                ),
             ),
         )
 
@@ -513,6 +592,10 @@ class Engine:
         for i in [i for i, flow in enumerate(flows) if flow.far]:
             k = keys[i]  # the owner is the far end: its local end is our remote one
             keys[i] = k._replace(laddr=k.raddr, lport=k.rport, raddr=k.laddr, rport=k.lport)
+        for i, ends in [(i, f.nat) for i, f in enumerate(flows) if f.nat is not None]:
+            if not flows[i].far and flows[i].owner is not None:
+                _, laddr, lport, raddr, rport = ends  # as the socket behind the NAT sees it
+                keys[i] = keys[i]._replace(laddr=laddr, lport=lport, raddr=raddr, rport=rport)
         name = self.dns.name_for if self.dns is not None else lambda _addr: None
         return FlowAttributes(
             keys=keys,

@@ -122,6 +122,8 @@ class Flow:
         "by_kernel",
         "far",
         "key",
+        "nat",
+        "nat_asked",
         "owner",
         "reason",
         "slot",
@@ -138,6 +140,11 @@ class Flow:
         # the owner's socket is at the far end, in another namespace: its view of the
         # flow is this one reversed (what arrives here, it sent)
         self.far = False
+        # seen through NAT: the endpoints of the socket that really carries it, as
+        # that socket sees them (engine/owners.py: translated); and how often the
+        # kernel's connection tracker was asked about it
+        self.nat: tuple[int, int, int, int, int] | None = None
+        self.nat_asked = 0
 
     @property
     def socket(self) -> SocketInfo | None:

@@ -10,6 +10,12 @@ veth) sit at the far end of the flows netoproc captures, so they match by the
 flow's remote endpoint, exactly or by a bound address, never by a wildcard,
 which would catch any traffic to that port.
 
+A flow seen through NAT (a masqueraded uplink, a published port) carries
+translated addresses that no socket has; `translated` turns the kernel's
+conntrack entry for it into the endpoints of the socket that really carries
+it, and `match_socket` finds who was seen using that socket, in this
+namespace or another.
+
 Every index is bounded: the least recently sighted socket gives way.
 """
 
@@ -19,7 +25,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import NamedTuple, TypeVar
 
-from netoproc.model import V4_MAPPED_PREFIX, FlowKey, OwnerSighting, ProcessRef, is_v4
+from netoproc.model import (
+    V4_MAPPED_PREFIX,
+    FlowKey,
+    NatEntry,
+    OwnerSighting,
+    ProcessRef,
+    is_v4,
+)
 
 MAX_SIGHTED = 65536  # sockets remembered per index; as many as the kernel's de-dup map
 K = TypeVar("K")
@@ -89,6 +102,18 @@ class SightedOwners:
             found = self._far_bound.get((proto, raddr, rport))
         return Seen(found, far=True) if found is not None else None
 
+    def match_socket(self, ends: Tuple5) -> ProcessRef | None:
+        """Who was seen using the socket with these endpoints (proto, local address,
+        port, remote address, port, as the socket itself sees them), in this
+        namespace or another; a socket bound to that exact local address too."""
+        proto, laddr, lport, raddr, rport = ends
+        found = self._exact.get(ends) or self._far_exact.get((proto, raddr, rport, laddr, lport))
+        return (
+            found
+            or self._bound.get((proto, laddr, lport))
+            or self._far_bound.get((proto, laddr, lport))
+        )
+
     def moved(self) -> set[Tuple5]:
         """Connected sockets used by another process than before, since the last
         call; each is then forgotten."""
@@ -97,3 +122,32 @@ class SightedOwners:
 
     def __len__(self) -> int:
         return len(self._exact) + len(self._bound) + len(self._far_exact) + len(self._far_bound)
+
+
+def translated(key: FlowKey, entry: NatEntry) -> Tuple5 | None:
+    """The socket behind a flow seen through NAT: (proto, local address, port,
+    remote address, port) as that socket sees them, with its local end at the
+    flow's local end. None when the entry does not translate this side of the
+    flow (or does not belong to it).
+
+    The entry's original tuple is the initiator's own (its source is its socket,
+    its destination the address it dialled); the reply tuple is the responder's
+    (its source is the responder's socket, its destination the initiator as
+    the responder sees it). A flow whose remote end sent the original tuple is
+    the responder's side (a published port: the container that answers); one
+    whose remote end sent the reply tuple is the initiator's side (a
+    masqueraded connection: the container that dialled out)."""
+    if entry.proto != key.proto:
+        return None
+    local, remote = (key.laddr, key.lport), (key.raddr, key.rport)
+    orig_src, orig_dst = entry.orig[:2], entry.orig[2:]
+    reply_src, reply_dst = entry.reply[:2], entry.reply[2:]
+    if remote == orig_src and local == orig_dst:
+        mine, theirs = reply_src, reply_dst
+    elif remote == reply_src and local == reply_dst:
+        mine, theirs = orig_src, orig_dst
+    else:
+        return None
+    if mine == local:
+        return None  # this side's local end is not translated: its socket is the flow's own
+    return (key.proto, *mine, *theirs)

@@ -6,10 +6,11 @@ when a process exits, not when exited processes fold into one row, not when
 a flow expires. `collect()` hands prometheus_client the families to expose
 (the HTTP side is in exporter.py).
 
-Label sets are bounded: process metrics are per process *name and user*
-(never per pid, never per remote address or port); the first
-`PROCESS_LABEL_CAP` name/user pairs seen keep labels of their own for the
-run and the rest are counted under `process="other", user=""`. Interfaces,
+Label sets are bounded: process metrics are per process *name, user and
+group* (its container or systemd unit, "" for none; never per pid, never per
+remote address or port); the first `PROCESS_LABEL_CAP` such label sets seen
+keep labels of their own for the run and the rest are counted under
+`process="other", user="", group=""`. Interfaces,
 protocols, DNS types, rcodes and resolvers have caps of their own (below),
 past which they are counted as `other` too. Label values are the names with
 control characters escaped, as every other format shows them.
@@ -33,7 +34,7 @@ from netoproc.output.deltas import Deltas, Interval
 from netoproc.output.text import printable
 from netoproc.snapshot import Snapshot, Traffic
 
-PROCESS_LABEL_CAP = 200  # process name + user pairs
+PROCESS_LABEL_CAP = 200  # process name + user + group label sets
 DNS_PROCESS_CAP = 200  # process names in DNS metrics
 INTERFACE_CAP = 64
 PROTOCOL_CAP = 16
@@ -115,7 +116,7 @@ class Metrics:
         self.pattern = pattern
         self._deltas = Deltas()
         self._lock = threading.Lock()
-        self._process_labels = LabelCap(PROCESS_LABEL_CAP, (OTHER, ""))
+        self._process_labels = LabelCap(PROCESS_LABEL_CAP, (OTHER, "", ""))
         self._dns_process = LabelCap(DNS_PROCESS_CAP, (OTHER,))
         self._interfaces = LabelCap(INTERFACE_CAP, (OTHER,))
         self._protocols = LabelCap(PROTOCOL_CAP, (OTHER,))
@@ -151,7 +152,9 @@ class Metrics:
 
     def _update_processes(self, interval: Interval) -> None:
         for row, delta in interval.processes:
-            labels = self._process_labels((printable(row.name), printable(row.user)))
+            labels = self._process_labels(
+                (printable(row.name), printable(row.user), printable(row.group))
+            )
             _add_traffic(self.process_bytes, self.process_packets, labels, delta)
         for query in interval.dns:
             process = printable(query.process.name) if query.process else "unknown"
@@ -212,14 +215,15 @@ class Metrics:
     def _families(self) -> Iterator[Metric]:
         yield from _counters(
             "netoproc_process_bytes",
-            "IP-layer bytes per process name and user, by direction (rx/tx from the process)",
-            ("process", "user", "direction"),
+            "IP-layer bytes per process name, user and container or unit, by direction "
+            "(rx/tx from the process)",
+            ("process", "user", "group", "direction"),
             self.process_bytes,
         )
         yield from _counters(
             "netoproc_process_packets",
-            "IP packets per process name and user, by direction",
-            ("process", "user", "direction"),
+            "IP packets per process name, user and container or unit, by direction",
+            ("process", "user", "group", "direction"),
             self.process_packets,
         )
         yield from _counters(

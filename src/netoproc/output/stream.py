@@ -20,10 +20,12 @@ from netoproc.output.deltas import Deltas, Interval
 from netoproc.output.views import (
     CONNECTION_COLUMNS,
     DNS_COLUMNS,
+    GROUP_COLUMNS,
     INTERFACE_COLUMNS,
     Row,
     connection_values,
     dns_values,
+    group_rows,
     interface_values,
     iso_time,
     json_value,
@@ -31,18 +33,20 @@ from netoproc.output.views import (
 )
 from netoproc.snapshot import TRAFFIC_COLUMNS, ProcessRow, Snapshot, Traffic
 
-PROCESS_COLUMNS = ("pid", "process", "user", "exited", *TRAFFIC_COLUMNS)
+PROCESS_COLUMNS = ("pid", "process", "user", "group", "exited", *TRAFFIC_COLUMNS)
 DELTA_COLUMNS = tuple(f"{c}_delta" for c in TRAFFIC_COLUMNS)
 COLUMNS = {
     "process": PROCESS_COLUMNS,
     "connection": CONNECTION_COLUMNS,
+    "group": GROUP_COLUMNS,
     "interface": INTERFACE_COLUMNS,
     "dns": DNS_COLUMNS,
 }
 
 
 def _process_values(row: ProcessRow) -> Row:
-    return (row.pid, row.name, row.user, row.exited, *traffic_values(row.total))
+    return (row.pid, row.name, row.user, row.group or None, row.exited,
+            *traffic_values(row.total))  # fmt: skip
 
 
 def _rows(view: str, interval: Interval) -> Iterator[tuple[Row, Traffic | None]]:
@@ -55,6 +59,14 @@ def _rows(view: str, interval: Interval) -> Iterator[tuple[Row, Traffic | None]]
         for conn, delta in sorted(interval.connections, key=lambda p: -p[1].bytes):
             if delta.packets:
                 yield connection_values(conn), delta
+    elif view == "group":  # the process deltas, summed as the group view sums totals
+        deltas: dict[str | None, Traffic] = {}
+        for process, delta in interval.processes:
+            deltas[process.group or None] = deltas.get(process.group or None, Traffic()) + delta
+        for group, members, total in group_rows(interval.snapshot):
+            delta = deltas.get(group, Traffic())
+            if delta.packets:
+                yield (group, members, *traffic_values(total)), delta
     elif view == "interface":
         for iface, delta in sorted(interval.interfaces, key=lambda p: p[0].name):
             if delta.packets:

@@ -48,7 +48,7 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 # connection ----------------------------------------------------------------
 
 CONNECTION_COLUMNS = (
-    "process", "pid", "local", "remote", "remote_name", "proto", "state", "direction",
+    "process", "pid", "group", "local", "remote", "remote_name", "proto", "state", "direction",
     "interface", *TRAFFIC_COLUMNS, "rtt_ms", "jitter_ms", "retransmits", "rtt_source",
     "retransmits_source",
 )  # fmt: skip
@@ -59,6 +59,7 @@ def connection_values(c: ConnectionRow) -> Row:
     return (
         c.process.name if c.process else "unknown",
         c.process.pid if c.process else None,
+        c.process.group or None if c.process else None,
         format_endpoint(c.laddr, c.lport),
         format_endpoint(c.raddr, c.rport),
         c.domain,
@@ -83,6 +84,24 @@ def connection_order(rows: Sequence[ConnectionRow]) -> list[ConnectionRow]:
                        c.process.pid if c.process else 0, c.iface, c.proto, c.laddr, c.lport,
                        c.raddr, c.rport),
     )  # fmt: skip
+
+
+# group -----------------------------------------------------------------------
+
+GROUP_COLUMNS = ("group", "processes", *TRAFFIC_COLUMNS)
+
+
+def group_rows(snapshot: Snapshot) -> list[tuple[str | None, int, Traffic]]:
+    """Processes with traffic summed per container or systemd unit (None: in
+    neither, the unknown row included), most bytes first."""
+    sums: dict[str | None, tuple[int, Traffic]] = {}
+    for row in snapshot.processes:
+        if row.total.packets:
+            members, total = sums.get(row.group or None, (0, Traffic()))
+            sums[row.group or None] = (members + 1, total + row.total)
+    rows = [(group, members, total) for group, (members, total) in sums.items()]
+    rows.sort(key=lambda r: (-r[2].bytes, r[0] is None, r[0] or ""))
+    return rows
 
 
 # interface -------------------------------------------------------------------
@@ -142,6 +161,12 @@ class View:
 
 
 VIEWS: dict[str, View] = {
+    "group": View(
+        "group",
+        "Traffic per Container/Unit",
+        GROUP_COLUMNS,
+        lambda s: [(g, n, *traffic_values(t)) for g, n, t in group_rows(s)],
+    ),
     "connection": View(
         "connection",
         "Connections",
@@ -255,4 +280,4 @@ def writer(view: str, fmt: str) -> Callable[[Snapshot, TextIO], None]:
     return lambda snapshot, out: write(table, snapshot, out)
 
 
-VIEW_NAMES = ("process", "connection", "interface", "dns")
+VIEW_NAMES = ("process", "connection", "group", "interface", "dns")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from typing import Protocol
 
-from netoproc.model import FlowKey, InterfaceInfo, OwnerSighting, SocketInfo
+from netoproc.model import FlowKey, InterfaceInfo, NatEntry, OwnerSighting, SocketInfo
 
 
 class PlatformError(Exception):
@@ -39,6 +39,12 @@ class Platform(Protocol):
     @property
     def fast_lane(self) -> bool:
         """Whether `prefetch` is worth calling: owners are looked up after the fact."""
+        ...
+
+    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None]:
+        """The kernel's address translation for flows no local socket carries (Linux
+        conntrack): an entry, None where it has none; flows it could not be asked
+        about are left out."""
         ...
 
     def socket_table(self) -> list[SocketInfo]: ...

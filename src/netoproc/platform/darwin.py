@@ -31,6 +31,7 @@ from netoproc.model import (
     V4_MAPPED_PREFIX,
     FlowKey,
     InterfaceInfo,
+    NatEntry,
     OwnerSighting,
     ProcessRef,
     SocketInfo,
@@ -249,6 +250,10 @@ class DarwinPlatform:
 
     def sightings(self) -> list[OwnerSighting]:
         return []  # the packets name their process (PKTAP)
+
+    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None]:
+        """No connection tracker to ask here (pf's state table is not read)."""
+        return {}
 
     def owner_source(self) -> tuple[str, str, int]:
         return "capture", "", 0

@@ -1,6 +1,7 @@
 """The Linux platform: owners from the kernel as sockets are used (eBPF, see
 platform/owners.py), else sockets from sock_diag and their holders from /proc;
-names from psutil.
+names from psutil, containers and units from cgroups (platform/cgroups.py);
+address translation from conntrack (platform/conntrack.py).
 
 With eBPF, the kernel names the process at each socket's first send or
 receive, and the socket table only adds what the kernel keeps about sockets
@@ -15,6 +16,7 @@ where the fast lane leaves its answers for `lookup`.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections import OrderedDict
@@ -26,16 +28,21 @@ from netoproc.model import (
     IPPROTO_UDP,
     FlowKey,
     InterfaceInfo,
+    NatEntry,
     OwnerSighting,
     SocketInfo,
 )
 from netoproc.platform import PlatformError
+from netoproc.platform.cgroups import CgroupNames
+from netoproc.platform.conntrack import Conntrack, ConntrackError
 from netoproc.platform.interfaces import read_interfaces
 from netoproc.platform.owners import OwnerTracer
 from netoproc.platform.processes import ProcessNames
 from netoproc.platform.procfs import InodeOwners
 from netoproc.platform.resolvers import read_resolvers
 from netoproc.platform.sockdiag import DiagSocket, SockDiag, SockDiagError
+
+log = logging.getLogger("netoproc")
 
 MAX_LOOKUPS = 512  # beyond this many new flows at once, one table dump is cheaper
 MAX_PREFETCHED = 4096
@@ -70,7 +77,7 @@ class LinuxPlatform:
         except OSError as exc:
             raise PlatformError(f"cannot open sock_diag netlink socket: {exc.strerror}") from None
         self._owners = InodeOwners(proc_root)
-        self._names = ProcessNames()
+        self._names = ProcessNames(CgroupNames(proc_root).of_pid)
         self._owners.rescan()
         # sockets no process holds (kernel sockets, or not yet accept()ed): known
         # after a full scan, so they do not trigger another one every tick
@@ -82,6 +89,8 @@ class LinuxPlatform:
         self._settled = threading.Condition()
         self._prefetched: OrderedDict[Tuple5, Prefetched] = OrderedDict()
         self._prefetching: set[Tuple5] = set()
+        self._conntrack: Conntrack | None = None
+        self._no_conntrack = ""  # why the connection tracker cannot be asked, once known
         self._tracer: OwnerTracer | None = None
         self._why = "turned off (NETOP_EBPF=off)"
         if kernel_owners:
@@ -92,6 +101,8 @@ class LinuxPlatform:
                 self._why = str(exc)
 
     def close(self) -> None:
+        if self._conntrack is not None:
+            self._conntrack.close()
         if self._tracer is not None:
             self._tracer.close()
         self._diag.close()
@@ -180,6 +191,23 @@ class LinuxPlatform:
         }
         answers.update({key: self._socket(d) if d else None for key, d in found.items()})
         return answers
+
+    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None]:
+        """Conntrack's entries for flows no socket here carries. Without conntrack
+        (no nf_conntrack_netlink, no CAP_NET_ADMIN) nothing is asked again: the
+        flows keep their reason."""
+        if self._no_conntrack:
+            return {}
+        found: dict[FlowKey, NatEntry | None] = {}
+        try:
+            if self._conntrack is None:
+                self._conntrack = Conntrack()
+            for key in keys:
+                found[key] = self._conntrack.find(key)
+        except (OSError, ConntrackError) as exc:
+            self._no_conntrack = str(exc) or type(exc).__name__
+            log.debug("conntrack unavailable: %s", self._no_conntrack)
+        return found
 
     def socket_table(self) -> list[SocketInfo]:
         """Every TCP and UDP socket, with owners."""

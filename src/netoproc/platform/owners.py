@@ -18,10 +18,12 @@ import select
 import struct
 import threading
 from collections import OrderedDict, deque
+from dataclasses import replace
 from typing import NamedTuple
 
 from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer
 from netoproc.model import OwnerSighting, ProcessRef, addr_from_bytes
+from netoproc.platform.cgroups import CgroupNames
 from netoproc.platform.processes import ProcessNames
 
 log = logging.getLogger("netoproc")
@@ -117,8 +119,10 @@ class OwnerTracer:
             raise
         self._netns = own_netns()
         self._names = ProcessNames()  # this thread's own: the engine thread has another
-        # a process named once is not asked about again (a busy server's every socket)
-        self._named: OrderedDict[tuple[int, int], ProcessRef] = OrderedDict()
+        self._groups = CgroupNames()  # containers and units, by the event's cgroup id
+        # a process named once is not asked about again (a busy server's every socket);
+        # by (tgid, start time, cgroup id): a process moved to another cgroup is asked again
+        self._named: OrderedDict[tuple[int, int, int], ProcessRef] = OrderedDict()
         self._raw: list[bytes] = []
         self._ready: deque[OwnerSighting] = deque(maxlen=MAX_WAITING)
         self._wake_r, self._wake_w = os.pipe()
@@ -153,12 +157,19 @@ class OwnerTracer:
                 self._ready.append(event.sighting(process, foreign))
 
     def _process(self, event: OwnerEvent) -> ProcessRef | None:
-        incarnation = (event.tgid, event.started)
+        incarnation = (event.tgid, event.started, event.cgroup)
         process = self._named.get(incarnation)
         if process is None:
             process = self._names.describe(event.tgid, (event.comm, event.uid))
             if process is None:
                 return None
+            # by the event's cgroup id; where no cgroup2 hierarchy is mounted here
+            # (`ip netns exec` mounts a /sys of its own), or the id names none (a
+            # machine whose systemd keeps to cgroup v1), from /proc while it runs,
+            # as the socket table names it: one process, one group
+            group = self._groups.of_id(event.cgroup) or self._groups.of_pid(event.tgid)
+            if group != process.group:
+                process = replace(process, group=group)
             self._named[incarnation] = process
             if len(self._named) > MAX_NAMED:
                 self._named.popitem(last=False)

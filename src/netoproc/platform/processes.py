@@ -1,8 +1,10 @@
-"""Process names and users, cached per process incarnation (a reused pid is a new process)."""
+"""Process names, users and groups (container or unit), cached per process
+incarnation (a reused pid is a new process)."""
 
 from __future__ import annotations
 
 import pwd
+from collections.abc import Callable
 
 import psutil
 
@@ -10,8 +12,10 @@ from netoproc.model import ProcessRef
 
 
 class ProcessNames:
-    def __init__(self) -> None:
+    def __init__(self, groups: Callable[[int], str] | None = None) -> None:
+        """`groups`: a process's container or unit by pid (Linux: its cgroup), if known."""
         self._cache: dict[int, tuple[float, ProcessRef]] = {}
+        self._groups = groups
 
     def describe(self, pid: int, glimpsed: tuple[str, int] | None = None) -> ProcessRef | None:
         """Name and user of a process; once it has exited, from what was `glimpsed`
@@ -35,7 +39,8 @@ class ProcessNames:
             return ProcessRef(pid, str(pid))
         # names are bytes on disk: undecodable ones arrive as surrogates; show them as \xNN
         name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        ref = ProcessRef(pid, name or str(pid), user)
+        group = self._groups(pid) if self._groups is not None else ""
+        ref = ProcessRef(pid, name or str(pid), user, group)
         self._cache[pid] = (started, ref)
         return ref
 

@@ -3,7 +3,8 @@
 Rates are coloured by the README's thresholds (green below 1 KB/s, yellow up
 to 100 KB/s, red above). RTT and Retrans come from the kernel's TCP
 figures when the platform has them, `-` otherwise. On a narrow terminal the
-Local column goes first, then Dir; everything else always fits in 80 columns.
+Container/Unit column (shown once a process has one) goes first, then Local,
+then Dir; everything else always fits in 80 columns.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def _name(row: ConnectionRow) -> str:
     return row.process.name if row.process else "unknown"
 
 
+def _group(row: ConnectionRow) -> str:
+    return row.process.group if row.process else ""
+
+
 def _traffic(row: ConnectionRow) -> tuple[float, int]:
     return (row.rx_rate + row.tx_rate, row.total.bytes)
 
@@ -45,6 +50,7 @@ SORTS: tuple[SortKey[ConnectionRow], ...] = (
     SortKey("traffic", _traffic, descending=True, aliases=("connections",)),
     SortKey("process", lambda r: (_name(r).lower(), _pid(r)), aliases=("name",)),
     SortKey("pid", lambda r: (_pid(r), _traffic(r))),
+    SortKey("group", lambda r: (_group(r) == "", _group(r).lower(), _name(r).lower(), _pid(r))),
     SortKey("local", lambda r: (r.laddr, r.lport)),
     SortKey("remote", lambda r: (r.raddr, r.rport)),
     SortKey("proto", lambda r: (r.proto, _traffic(r))),
@@ -64,11 +70,12 @@ class ConnectionTable(RowTable[ConnectionRow]):
     SORTS: ClassVar[Sequence[SortKey[ConnectionRow]]] = SORTS
     COLUMNS: ClassVar[Sequence[Column]] = (
         Column("Process", 7, most=20),
-        Column("Local", 21, most=47, grow=1, drop=1),
+        Column("Container/Unit", 14, most=24, grow=2, drop=1),
+        Column("Local", 21, most=47, grow=1, drop=2),
         Column("Remote", 19, most=47, grow=1),
         Column("Proto", 5),
         Column("State", 6, most=11),
-        Column("Dir", 3, drop=2),
+        Column("Dir", 3, drop=3),
         Column("Iface", 5, most=10, grow=3),
         Column("RX Rate", 8, most=10, right=True, grow=4),
         Column("TX Rate", 8, most=10, right=True, grow=4),
@@ -84,6 +91,9 @@ class ConnectionTable(RowTable[ConnectionRow]):
         return f"{self.cursor + 1}/{len(self.rows)}" if self.rows else ""
 
     def show(self, snapshot: Snapshot, order: Order) -> None:
+        # the Container/Unit column only once some connection's process has one
+        grouped = any(c.process and c.process.group for c in snapshot.connections)
+        self.hide_columns(frozenset() if grouped else frozenset({1}))
         self.set_rows(sort_rows(snapshot.connections, SORTS, order))
 
     def row_key(self, row: ConnectionRow) -> Hashable:
@@ -92,6 +102,7 @@ class ConnectionTable(RowTable[ConnectionRow]):
     def render_row(self, row: ConnectionRow, widths: Sequence[int]) -> list[Segment]:
         cells: tuple[tuple[str, Style | None], ...] = (
             (printable(_name(row)), None if row.process else DIM),
+            (printable(_group(row)) or "-", None if _group(row) else DIM),
             (endpoint(row.laddr, row.lport), None),
             (endpoint(row.raddr, row.rport), None),
             (proto_name(row.proto), None),
@@ -109,6 +120,6 @@ class ConnectionTable(RowTable[ConnectionRow]):
         ):
             if not width:
                 continue
-            shown = state_text(row.state, width) if i == 4 else fit(text, width, column.right)
+            shown = state_text(row.state, width) if i == 5 else fit(text, width, column.right)
             segments.append(Segment(" " * GAP + shown, style))
         return segments

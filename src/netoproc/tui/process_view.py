@@ -35,6 +35,7 @@ from netoproc.tui.table import GAP, Column, RowTable
 SPARK = Style(color="cyan")
 RATE_TEXT = 4  # compact_rate is never wider
 MIN_NAME = 4  # cells of a folded row's name worth keeping before its count shortens
+GROUP_HIDDEN = frozenset({3})  # the Container/Unit column, while no process has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,10 @@ def _name(row: ProcessRow, width: int) -> str:
     return name + note
 
 
+def _neg(key: tuple[float, int, int]) -> tuple[float, int, int]:
+    return (-key[0], -key[1], -key[2])
+
+
 def _pid(row: ProcessRow) -> int:
     return row.pid if row.pid is not None else 1 << 62  # unknown sorts after every pid
 
@@ -77,6 +82,8 @@ SORTS: tuple[SortKey[ProcessRow], ...] = (
     SortKey("pid", _pid),
     SortKey("name", lambda r: (r.name.lower(), _pid(r))),
     SortKey("user", lambda r: (r.process.user if r.process else "", _pid(r))),
+    # processes of one container or unit together, largest traffic first in each
+    SortKey("group", lambda r: (r.group == "", r.group.lower(), _neg(_traffic(r)))),
     SortKey("sockets", lambda r: (r.sockets, _traffic(r)), descending=True),
     SortKey("connections", lambda r: (r.connections, _traffic(r)), descending=True),
     SortKey("rx rate", lambda r: (r.rx_rate, _traffic(r)), descending=True),
@@ -124,6 +131,7 @@ class ProcessTable(RowTable[Line]):
         Column("PID", 7, right=True),
         Column("Process", 10, most=24),
         Column("User", 8, most=12, grow=1),
+        Column("Container/Unit", 14, most=28, grow=1, drop=1),
         Column("Sockets", 7, right=True),
         Column("Conns", 5, right=True),
         Column("RX Rate", 9, most=RATE_TEXT + 1 + 60, right=True, grow=2),
@@ -152,6 +160,8 @@ class ProcessTable(RowTable[Line]):
 
     def show(self, snapshot: Snapshot, order: Order) -> None:
         self._snapshot, self._order = snapshot, order
+        # the Container/Unit column only once some process has one
+        self.hide_columns(frozenset() if any(r.group for r in snapshot.processes) else GROUP_HIDDEN)
         processes = sort_rows(snapshot.processes, SORTS, order)
         if not self.expanded:
             self.set_rows(processes)
@@ -208,6 +218,7 @@ class ProcessTable(RowTable[Line]):
             (str(row.pid) if row.pid is not None else "-", None),
             (_name(row, widths[1]), DIM if process is None or row.exited else None),
             (printable(process.user) if process and process.user else "-", None),
+            (printable(row.group) if row.group else "-", None if row.group else DIM),
             (count(row.sockets), None),
             (count(row.connections), None),
         )
@@ -216,15 +227,15 @@ class ProcessTable(RowTable[Line]):
             if width:
                 segments.append(Segment(" " * GAP + fit(text, width, column.right), style))
         for history, rate, width in (
-            (row.rx_history, row.rx_rate, widths[5]),
-            (row.tx_history, row.tx_rate, widths[6]),
+            (row.rx_history, row.rx_rate, widths[6]),
+            (row.tx_history, row.tx_rate, widths[7]),
         ):
             if width:
                 spark = sparkline(history, width - RATE_TEXT - 1)
                 segments.append(Segment(" " * GAP + spark, SPARK))
                 segments.append(Segment(" " + fit(compact_rate(rate), RATE_TEXT, True),
                                         rate_style(rate)))  # fmt: skip
-        for value, width in ((row.total.rx_bytes, widths[7]), (row.total.tx_bytes, widths[8])):
+        for value, width in ((row.total.rx_bytes, widths[8]), (row.total.tx_bytes, widths[9])):
             if width:
                 segments.append(Segment(" " * GAP + fit(decimal_size(value), width, True)))
         return segments

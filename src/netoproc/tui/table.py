@@ -46,9 +46,12 @@ class Column:
     drop: int = 0  # when too narrow, leave out columns with the lowest non-zero rank first
 
 
-def layout(columns: Sequence[Column], width: int) -> list[int]:
-    """The width of each column for a table `width` cells wide; 0 means left out."""
-    widths = [c.width for c in columns]
+def layout(
+    columns: Sequence[Column], width: int, hidden: frozenset[int] = frozenset()
+) -> list[int]:
+    """The width of each column for a table `width` cells wide; 0 means left out
+    (as are the `hidden` columns, by index)."""
+    widths = [0 if i in hidden else c.width for i, c in enumerate(columns)]
 
     def used() -> int:
         shown = [w for w in widths if w]
@@ -110,6 +113,7 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         self.follow_end = False  # keep the cursor on the last row as rows arrive (logs)
         self._widths: list[int] = []
         self._width_for = -1
+        self._hidden: frozenset[int] = frozenset()
         self._base_style: Style | None = None
         self._drawn: tuple[object, ...] = ()  # what the last refresh showed (see set_rows)
 
@@ -224,10 +228,17 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
 
     # drawing ------------------------------------------------------------------
 
+    def hide_columns(self, hidden: frozenset[int]) -> None:
+        """Leave out these columns (by index), e.g. one no row has a value for."""
+        if hidden != self._hidden:
+            self._hidden = hidden
+            self._width_for = -1
+            self.refresh()
+
     @property
     def widths(self) -> list[int]:
         if self._width_for != self.size.width:
-            self._widths = layout(self.COLUMNS, self.size.width)
+            self._widths = layout(self.COLUMNS, self.size.width, self._hidden)
             self._width_for = self.size.width
         return self._widths
 
