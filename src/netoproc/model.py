@@ -53,6 +53,9 @@ class UnknownReason(enum.StrEnum):
     NAT_NO_ENTRY = "no local socket, and no address translation for it (conntrack)"
     NAT_NO_OWNER = "address translated to a socket no process was seen using"
     NAT_NEEDS_EBPF = "address translated to another network namespace (needs eBPF)"
+    NAT_UNASKED = (
+        "no local socket; conntrack could not be asked (CAP_NET_ADMIN, nf_conntrack_netlink)"
+    )
     TABLE_FULL = "flow table full"
 
 

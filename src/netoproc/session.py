@@ -254,7 +254,9 @@ class LiveSession:
             questions = self.engine.nat_questions(NAT_PER_TICK)
             if questions:
                 found = self._ask("conntrack", platform.translations, questions)
-                if found:
+                if found is None:  # the tracker cannot be asked: the flows say so
+                    self.engine.untranslatable(questions)
+                elif found:
                     self.engine.translate(found)
 
     def _coalesce(self, first: RecordBlock, due: float) -> RecordBlock:

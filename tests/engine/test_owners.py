@@ -288,6 +288,14 @@ def test_a_translation_learnt_stays_when_its_entry_expires() -> None:
     assert engine.nat_questions(10) == []
 
 
+def test_flows_the_tracker_could_not_be_asked_about_say_so_and_are_not_asked_again() -> None:
+    engine = Engine(started=T0)
+    engine.untranslatable(_unknown_until_asked(engine))
+    (unknown,) = [r for r in engine.tick(T0 + 1).processes if r.process is None]
+    assert dict(unknown.unknown_reasons) == {str(UnknownReason.NAT_UNASKED): 4400 + 4 * 40}
+    assert engine.nat_questions(10) == []
+
+
 def test_an_owner_seen_after_the_translation_takes_the_flow() -> None:
     engine = Engine(started=T0)
     engine.note_owner_source("eBPF")

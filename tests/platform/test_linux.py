@@ -168,3 +168,22 @@ def test_lookup_waits_for_the_fast_lane_asking_about_the_same_flow(
     assert found is not None
     info = found[brief.key]
     assert info is not None and info.owner == ProcessRef(brief.proc.pid, "np-brief", me().user)
+
+
+def test_a_tracker_that_cannot_be_asked_says_so_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netoproc.platform import linux
+
+    opened: list[int] = []
+
+    def refused() -> None:
+        opened.append(1)
+        raise OSError(1, "Operation not permitted")  # what netlink says without CAP_NET_ADMIN
+
+    monkeypatch.setattr(linux, "Conntrack", refused)
+    p = LinuxPlatform()
+    try:
+        key = FlowKey("eth0", IPPROTO_TCP, 1, 2, 3, 4)
+        assert p.translations([key]) is None
+        assert p.translations([key]) is None and opened == [1]  # not asked again
+    finally:
+        p.close()

@@ -3,6 +3,7 @@
     sight(sightings)     <- processes the kernel saw using sockets (Linux eBPF)
     nat_questions(n)     -> unknown flows to ask the connection tracker about
     translate(entries)   <- its answers: flows seen through NAT (Linux)
+    untranslatable(keys) <- flows it could not be asked about
     ingest(batch)        -> flows that need a socket lookup now
     ingest_counts(counts)-> the same, for flows the kernel counted (Linux eBPF)
     add_rtt(samples)     <- RTT samples the kernel took for those flows
@@ -382,6 +383,17 @@ class Engine:
         for flow in waiting[:limit]:
             flow.nat_asked += 1
         return [flow.key for flow in waiting[:limit]]
+
+    def untranslatable(self, keys: Iterable[FlowKey]) -> None:
+        """Flows `nat_questions` gave that the connection tracker could not be asked
+        about (no CAP_NET_ADMIN, no nf_conntrack_netlink): unknown, saying why, and
+        not asked again."""
+        for key in keys:
+            flow = self.flows.get(key)
+            if flow is not None:
+                flow.nat_asked = NAT_ASKS
+                if flow.owner is None:
+                    flow.attribute(None, UnknownReason.NAT_UNASKED)
 
     def translate(self, found: Mapping[FlowKey, NatEntry | None]) -> None:
         """The connection tracker's answers for `nat_questions`: a flow seen

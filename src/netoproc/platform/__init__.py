@@ -41,10 +41,10 @@ class Platform(Protocol):
         """Whether `prefetch` is worth calling: owners are looked up after the fact."""
         ...
 
-    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None]:
+    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None] | None:
         """The kernel's address translation for flows no local socket carries (Linux
-        conntrack): an entry, None where it has none; flows it could not be asked
-        about are left out."""
+        conntrack): an entry, None where it has none; None for them all when the
+        tracker cannot be asked (no CAP_NET_ADMIN, no nf_conntrack_netlink)."""
         ...
 
     def socket_table(self) -> list[SocketInfo]: ...

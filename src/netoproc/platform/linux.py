@@ -192,12 +192,12 @@ class LinuxPlatform:
         answers.update({key: self._socket(d) if d else None for key, d in found.items()})
         return answers
 
-    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None]:
-        """Conntrack's entries for flows no socket here carries. Without conntrack
-        (no nf_conntrack_netlink, no CAP_NET_ADMIN) nothing is asked again: the
-        flows keep their reason."""
+    def translations(self, keys: Iterable[FlowKey]) -> dict[FlowKey, NatEntry | None] | None:
+        """Conntrack's entries for flows no socket here carries; None without
+        conntrack (no nf_conntrack_netlink, no CAP_NET_ADMIN), which is not asked
+        again."""
         if self._no_conntrack:
-            return {}
+            return None
         found: dict[FlowKey, NatEntry | None] = {}
         try:
             if self._conntrack is None:
@@ -207,6 +207,7 @@ class LinuxPlatform:
         except (OSError, ConntrackError) as exc:
             self._no_conntrack = str(exc) or type(exc).__name__
             log.debug("conntrack unavailable: %s", self._no_conntrack)
+            return None
         return found
 
     def socket_table(self) -> list[SocketInfo]:
