@@ -352,7 +352,7 @@ class Rows(Sequence[R]):
         return iter(self._all())
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str):
+        if isinstance(other, Rows | tuple):  # as the tuple of rows it stands for
             return len(self) == len(other) and self._all() == tuple(other)
         return NotImplemented
 
