@@ -8,15 +8,22 @@ the flood alone (the baseline), then with netoproc counting in the kernel,
 netoproc reading every packet (NETOP_EBPF=off), and `nethogs -C` watching.
 For each watcher: its own CPU per packet (user + sys of the process and its
 threads while the flood runs, from /proc/PID/stat; start-up excluded) and the
-machine's added busy CPU per packet (all CPUs' busy time from /proc/stat, less
-the baseline's), against packets iperf3 sent.
+machine's added CPU per packet, against packets iperf3 sent. The machine's
+added CPU is attributed, not subtracted: `perf record -a -g` samples every
+CPU while the flood runs, and a sample is the watcher's if it ran in the
+watcher's process, or in any other context inside the kernel's packet-socket
+receive path (packet_rcv, tpacket_rcv: the copy a packet socket costs every
+packet) or inside a BPF program, less what those frames took in the flood
+alone. (All CPUs' busy time from /proc/stat, less the flood alone's, was
+the first method: on a virtual machine the flood alone varies by more than
+any watcher adds.)
 
 Then the highest rate two unlimited iperf3 senders reach, and how many of
 their datagrams netoproc counted; and the engine's tick with 5,000 and 50,000
 flows (each of its own process, every flow moving every tick), in-process.
 
-Public tools only: iperf3 and nethogs (Debian), the kernel's counters and
-rusage. Needs root. `--quick` proves the script runs; its numbers mean nothing.
+Public tools only: iperf3, nethogs and perf (Debian), the kernel's counters
+and rusage. Needs root. `--quick` proves the script runs; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +51,11 @@ NETOPROC = [sys.executable, "-m", "netoproc"]
 OBSERVE = str(ROOT / "tests" / "e2e" / "observe.py")
 PAYLOAD = 18  # bytes of UDP payload: 46-byte IP packets
 SETUP_DATAGRAMS = 1  # iperf3 opens each UDP stream with one datagram outside its count
+PERF_HZ = 2999  # samples a second on each CPU
+# a sample in one of these frames is a watcher's wherever it ran: the kernel's
+# packet-socket receive path, and BPF programs (netoproc's filter and tracer)
+CAPTURE_FRAMES = frozenset({"packet_rcv", "tpacket_rcv", "packet_rcv_spkt", "packet_rcv_fanout"})
+BPF_FRAME_PREFIXES = ("bpf_prog_", "__bpf_prog_", "bpf_trace_run")
 
 
 def busy_jiffies() -> int:
@@ -68,47 +83,87 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def flood(hosts: TwoHosts, pps: int, seconds: int) -> tuple[int, int]:
-    """A paced flood; (datagrams iperf3 sent, busy jiffies meanwhile)."""
+def flood(hosts: TwoHosts, pps: int, seconds: int, perf_data: Path) -> tuple[int, int]:
+    """A paced flood, sampled by perf into `perf_data`; (datagrams iperf3 sent,
+    busy jiffies meanwhile)."""
     server = hosts.start(hosts.b, ["iperf3", "-s", "-1"])
     time.sleep(0.5)
+    perf = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", str(PERF_HZ),
+                             "-o", str(perf_data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(0.5)  # perf is sampling
     busy = busy_jiffies()
     rate = str(pps * PAYLOAD * 8)  # iperf3 paces the UDP payload's bits
     sender = hosts.start(hosts.a, ["iperf3", "-c", hosts.b4, "-u", "-l", str(PAYLOAD), "-b", rate,
                                    "-t", str(seconds), "--json"])  # fmt: skip
     report = json.loads(sender.communicate(timeout=seconds + 60)[0])
     busy = busy_jiffies() - busy
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=60)
     server.wait(timeout=30)
     return int(report["end"]["sum"]["packets"]), busy
 
 
-def cpu_phases(hosts: TwoHosts, pps: int, seconds: int) -> list[str]:
+def attributed(perf_data: Path, pid: int | None) -> tuple[float, float, float]:
+    """CPU seconds perf sampled: in process `pid`; elsewhere in the packet-socket
+    receive path (a capture's filter runs there); elsewhere in other BPF programs
+    (tracepoints: netoproc's owner tracer)."""
+    script = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "pid,ip,sym"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    own = capture = programs = 0
+    for sample in script.split("\n\n"):
+        lines = sample.strip("\n").split("\n")
+        if not lines[0].strip():
+            continue
+        if int(lines[0].split()[0]) == pid:
+            own += 1
+            continue
+        frames = [line.split(maxsplit=1)[-1] for line in lines[1:]]
+        if any(f in CAPTURE_FRAMES for f in frames):
+            capture += 1
+        elif any(f.startswith(BPF_FRAME_PREFIXES) for f in frames):
+            programs += 1
+    perf_data.unlink()
+    return own / PERF_HZ, capture / PERF_HZ, programs / PERF_HZ
+
+
+def cpu_phases(hosts: TwoHosts, pps: int, seconds: int, scratch: Path) -> list[str]:
     hz = os.sysconf("SC_CLK_TCK")
-    sent, base = flood(hosts, pps, seconds)
+    perf_data = scratch / "perf.data"
+    sent, busy = flood(hosts, pps, seconds, perf_data)
+    _, capture, programs = attributed(perf_data, None)
+    base_per_packet = (
+        capture + programs
+    ) / sent  # the capture path and BPF programs with no watcher
     lines = [f"fixed-rate flood: {sent / seconds:,.0f} packets/s for {seconds} s "
-             f"(baseline: {base / hz / seconds:.1%} of the machine busy)"]  # fmt: skip
+             f"(alone: {busy / hz / seconds:.1%} of the machine busy, "
+             f"{base_per_packet * 1e6:.3f} µs/packet in capture paths, BPF)"]  # fmt: skip
     watchers = {
         "netoproc, counting in the kernel": (NETOPROC, {}),
         "netoproc, every packet (NETOP_EBPF=off)": (NETOPROC, {"NETOP_EBPF": "off"}),
         "nethogs -C": (
-            ["nethogs", "-t", "-C", "-d", "1", "-c", str(seconds + 4), hosts.veth_a],
+            ["nethogs", "-t", "-C", "-d", "1", "-c", str(seconds + 5), hosts.veth_a],
             {},
         ),
     }
     results = {}
     for name, (argv, extra) in watchers.items():
         if argv is NETOPROC:
-            argv = [*argv, "--duration", str(seconds + 4)]
+            argv = [*argv, "--duration", str(seconds + 5)]
         pid = spawn(["ip", "netns", "exec", hosts.a, *argv], {**os.environ, **extra})
         time.sleep(2)  # started: its start-up is not the flood's cost
         before = cpu_seconds(pid)
-        sent, busy = flood(hosts, pps, seconds)
+        sent, _ = flood(hosts, pps, seconds, perf_data)
         own = cpu_seconds(pid) - before
         os.waitpid(pid, 0)
-        added = (busy - base) / hz
+        sampled, capture, programs = attributed(perf_data, pid)  # `ip netns exec` execs
+        added = sampled + max(0.0, capture + programs - base_per_packet * sent)
         results[name] = (own / sent * 1e6, added / sent * 1e6)
         lines.append(f"  {name:40} own {own / sent * 1e6:6.3f} µs/packet, "
-                     f"machine added {added / sent * 1e6:6.3f} µs/packet")  # fmt: skip
+                     f"machine added {added / sent * 1e6:6.3f} µs/packet "
+                     f"(sampled: {sampled / sent * 1e6:.3f} in the process, "
+                     f"{capture / sent * 1e6:.3f} in the capture path, "
+                     f"{programs / sent * 1e6:.3f} in tracepoint programs)")  # fmt: skip
     ours, theirs = results["netoproc, counting in the kernel"], results["nethogs -C"]
     if theirs[0] > 0 and theirs[1] > 0:
         lines.append(f"  kernel counting / nethogs: own {ours[0] / theirs[0]:.3f}x, "
@@ -203,8 +258,9 @@ def main() -> None:
         print(f"engine with {flows:,} flows: tick {tick:.1f} ms, taking the counts "
               f"{ingest:.1f} ms, reading every row {read:.1f} ms (medians)")  # fmt: skip
     for hosts in two_hosts(f"k{os.getpid() % 100000}"):
-        for line in cpu_phases(hosts, pps, seconds):
-            print(line)
+        with tempfile.TemporaryDirectory() as scratch:
+            for line in cpu_phases(hosts, pps, seconds, Path(scratch)):
+                print(line, flush=True)
         print(loss(hosts, seconds))
 
 

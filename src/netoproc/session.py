@@ -33,7 +33,7 @@ from netoproc.decode.columnar import decode_block
 from netoproc.decode.scalar import Malformed, decode_record
 from netoproc.engine import Engine
 from netoproc.model import FlowKey
-from netoproc.platform import Platform, PlatformError, open_platform
+from netoproc.platform import Platform, PlatformError, memory, open_platform
 from netoproc.snapshot import Snapshot
 
 log = logging.getLogger("netoproc")
@@ -114,6 +114,7 @@ class LiveSession:
     ) -> None:
         self.settings = settings
         self.clock = clock
+        memory.pin_mmap_threshold()  # before the kernel programs load
         self.capture = capture or open_live(
             settings.interface, settings.buffer_bytes, settings.dns, settings.kernel_counts
         )
@@ -208,6 +209,7 @@ class LiveSession:
             table = self._ask("socket table", platform.socket_table)
             if table is not None:
                 self.engine.update_sockets(table)
+                memory.give_back()  # what the table's parse freed
             resolvers = self._ask("resolvers", platform.resolvers)
             if resolvers is not None:
                 self.engine.update_resolvers(resolvers)

@@ -21,7 +21,13 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from netoproc.capture.records import CounterBatch, FlowColumns, InterfaceTable, RttSamples
+from netoproc.capture.records import (
+    CounterBatch,
+    FlowColumns,
+    InterfaceTable,
+    RttSamples,
+    distinct,
+)
 from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer, libbpf
 
 SO_ATTACH_BPF = 50
@@ -123,7 +129,7 @@ class KernelCounts:
         return np.concatenate(keys), np.concatenate(values)
 
     def _counter_batch(self, keys: np.ndarray, values: np.ndarray, offset: float) -> CounterBatch:
-        for index in np.unique(keys["ifindex"]).tolist():
+        for index in distinct(keys["ifindex"]).tolist():
             if not self.interfaces.known(index):
                 try:
                     self.interfaces.set(index, socket.if_indextoname(index))

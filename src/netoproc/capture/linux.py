@@ -42,6 +42,7 @@ from netoproc.capture.records import (
     InterfaceTable,
     RecordBlock,
     RttSamples,
+    distinct,
     headers_at,
 )
 from netoproc.ebpf import CAP_BPF, BpfUnavailable, missing_capabilities, unusable
@@ -364,7 +365,7 @@ class LinuxCapture:
         )
         ifindex = hdr["sll_ifindex"].astype(np.int64)
         one = bool((ifindex == ifindex[0]).all())
-        for index in (ifindex[:1] if one else np.unique(ifindex)).tolist():
+        for index in (ifindex[:1] if one else distinct(ifindex)).tolist():
             if not self.interfaces.known(index):
                 try:
                     self.interfaces.set(index, self.kernel.interface_name(index))

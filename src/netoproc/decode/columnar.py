@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from netoproc.capture import records as lt
-from netoproc.capture.records import RecordBlock, headers_at
+from netoproc.capture.records import RecordBlock, distinct, headers_at
 from netoproc.decode.batch import COLUMNS, DecodeCounts, PacketBatch, empty_columns
 from netoproc.decode.layouts import (
     ETHERTYPE_IPV4,
@@ -326,7 +326,7 @@ def decode_block(
     data = np.frombuffer(block.data, np.uint8)
     links = _Links(block)
     single = n == 0 or bool((block.linktype == block.linktype[0]).all())
-    linktypes = block.linktype[:1] if single else np.unique(block.linktype)
+    linktypes = block.linktype[:1] if single else distinct(block.linktype)
     for linktype in linktypes.tolist():
         idx = np.arange(n) if single else np.flatnonzero(block.linktype == linktype)
         stage = LINK_STAGES.get(linktype)

@@ -446,7 +446,11 @@ class Engine:
 
     def update_sockets(self, sockets: Iterable[SocketInfo]) -> None:
         """Take the full socket table; retry flows that are still unknown."""
-        self.sockets = index = SocketIndex(sockets)
+        sockets = tuple(sockets)
+        old = self.sockets.sockets
+        if len(sockets) != len(old) or not all(map(operator.is_, sockets, old)):
+            self.sockets = SocketIndex(sockets)
+        index = self.sockets
         for flow in self.flows.values():
             if flow.owner is None and flow.reason in (
                 UnknownReason.PENDING,

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from netoproc.capture.records import distinct
 from netoproc.decode.batch import PacketBatch
 from netoproc.engine.attribution import SocketIndex, reason_for
 from netoproc.engine.grouping import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, FlowGroups
@@ -338,7 +339,7 @@ class Floods:
         """(proto << 16 | port) of every local port a socket of the table uses."""
         if self._ports_of is not sockets:
             self._ports_of = sockets
-            self._socket_ports = np.unique(
+            self._socket_ports = distinct(
                 np.fromiter(((s.proto << 16) | s.lport for s in sockets.sockets), np.int64)
             )
         return self._socket_ports

@@ -202,7 +202,10 @@ class FlowTable:
             slot = self._free.pop()
         else:
             if self._size == self.capacity:
-                self.capacity *= 2
+                # by half, not double: the TCP state follows this capacity, at
+                # ~900 bytes a slot, and a table just past a power of two would
+                # carry nearly as many empty slots as flows
+                self.capacity += max(1, self.capacity // 2)
                 self.arrays = FlowArrays.empty(self.capacity, self.arrays)
             slot = self._size
             self._size += 1

@@ -82,6 +82,10 @@ class LinuxPlatform:
         # sockets no process holds (kernel sockets, or not yet accept()ed): known
         # after a full scan, so they do not trigger another one every tick
         self._unheld: set[int] = set()
+        # the last table's sockets, so an unchanged one stays the same object: the
+        # flows and the last snapshot hold the old table while the new one is made,
+        # and two copies of every idle connection were ~10 % of the memory
+        self._last_table: dict[SocketInfo, SocketInfo] = {}
         # the fast lane's own: it must never wait for a scan of the engine thread's
         self._fast_diag: SockDiag | None = None
         self._fast_owners = InodeOwners(proc_root)
@@ -224,7 +228,9 @@ class LinuxPlatform:
             self._owners.rescan()
             self._unheld = {i for i in inodes if not self._owners.holders(i)}
         self._owners.forget_missing(inodes)
-        table = [self._socket(d) for d in diag]
+        last = self._last_table
+        table = [last.get(sock, sock) for sock in map(self._socket, diag)]
+        self._last_table = {sock: sock for sock in table}
         self._names.forget_except({s.owner.pid for s in table if s.owner})
         return table
 
