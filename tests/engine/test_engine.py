@@ -274,6 +274,19 @@ def test_update_sockets_retries_unknown_flows() -> None:
     assert conn(engine.tick(T0 + 1), unowned).fd == 7
 
 
+def test_an_unchanged_table_keeps_its_index_and_still_retries_flows() -> None:
+    engine = Engine(started=T0)
+    table = [sock(IPPROTO_TCP, A, 1, B, 80, pid=9, name="p9")]
+    engine.update_sockets(table)
+    index = engine.sockets
+    engine.ingest(batch(Pkt(ip(A, B, tcp(1, 80)), T0, TX)))
+    engine.update_sockets(list(table))  # the same socket objects: the same index
+    assert engine.sockets is index
+    assert engine.flows[key(A, 1, B, 80)].owner == ProcessRef(9, "p9")
+    engine.update_sockets([sock(IPPROTO_TCP, A, 1, B, 80, pid=9, name="p9")])  # equal, not same
+    assert engine.sockets is not index
+
+
 def test_accepted_not_yet_owned_socket_falls_back_to_its_listener() -> None:
     engine = Engine(started=T0)
     flow = key(A, 80, C, 50000)

@@ -86,6 +86,22 @@ def test_socket_table_contains_the_tests_sockets(platform: LinuxPlatform, socket
     assert table[inode(client)].connected
 
 
+def test_an_unchanged_socket_stays_the_same_object(
+    platform: LinuxPlatform, sockets: Sockets
+) -> None:
+    listener = sockets.listener()
+    first = {s.inode: s for s in platform.socket_table()}[inode(listener)]
+    assert {s.inode: s for s in platform.socket_table()}[inode(listener)] is first
+    # a socket that changes is a new one
+    listener.close()
+    udp = sockets.new(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    again = {s.inode: s for s in platform.socket_table()}[inode(udp)]
+    udp.connect(("127.0.0.1", 9))
+    now = {s.inode: s for s in platform.socket_table()}[inode(udp)]
+    assert now is not again and now.connected and not again.connected
+
+
 def test_too_many_keys_ask_for_the_full_table(platform: LinuxPlatform) -> None:
     keys = [FlowKey("lo", IPPROTO_TCP, 1, port, 2, 80) for port in range(MAX_LOOKUPS + 1)]
     assert platform.lookup(keys) is None

@@ -190,18 +190,30 @@ class SockDiag:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._seq = 0
+        # each dump's sockets, so one unchanged since the last dump is the same
+        # object: a table of thousands is then not made anew every few seconds,
+        # and the heap is not left with the holes of the old one
+        self._dumped: dict[tuple[int, int], dict[DiagSocket, DiagSocket]] = {}
 
     def close(self) -> None:
         self._sock.close()
 
-    def _ask(self, request: bytes, proto: int, *, dump: bool) -> list[DiagSocket]:
+    def _ask(
+        self,
+        request: bytes,
+        proto: int,
+        *,
+        dump: bool,
+        known: dict[DiagSocket, DiagSocket] | None = None,
+    ) -> list[DiagSocket]:
         self._sock.send(request)
         found: list[DiagSocket] = []
+        known = known or {}
         while True:
             data = self._sock.recv(1 << 16)
             for item in parse_messages(data, proto):
                 if isinstance(item, DiagSocket):
-                    found.append(item)
+                    found.append(known.get(item, item))
                 elif item == 0 or item in (-errno.ENOENT, -errno.EOPNOTSUPP):
                     return found
                 else:
@@ -211,7 +223,10 @@ class SockDiag:
 
     def dump(self, family: int, proto: int) -> list[DiagSocket]:
         self._seq += 1
-        return self._ask(dump_request(family, proto, self._seq), proto, dump=True)
+        request = dump_request(family, proto, self._seq)
+        found = self._ask(request, proto, dump=True, known=self._dumped.get((family, proto)))
+        self._dumped[(family, proto)] = {d: d for d in found}
+        return found
 
     def lookup(
         self, proto: int, laddr: int, lport: int, raddr: int, rport: int
