@@ -132,9 +132,8 @@ def cpu_phases(hosts: TwoHosts, pps: int, seconds: int, scratch: Path) -> list[s
     perf_data = scratch / "perf.data"
     sent, busy = flood(hosts, pps, seconds, perf_data)
     _, capture, programs = attributed(perf_data, None)
-    base_per_packet = (
-        capture + programs
-    ) / sent  # the capture path and BPF programs with no watcher
+    # the capture path and BPF programs with no watcher
+    base_per_packet = (capture + programs) / sent
     lines = [f"fixed-rate flood: {sent / seconds:,.0f} packets/s for {seconds} s "
              f"(alone: {busy / hz / seconds:.1%} of the machine busy, "
              f"{base_per_packet * 1e6:.3f} µs/packet in capture paths, BPF)"]  # fmt: skip

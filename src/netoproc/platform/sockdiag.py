@@ -208,12 +208,11 @@ class SockDiag:
     ) -> list[DiagSocket]:
         self._sock.send(request)
         found: list[DiagSocket] = []
-        known = known or {}
         while True:
             data = self._sock.recv(1 << 16)
             for item in parse_messages(data, proto):
                 if isinstance(item, DiagSocket):
-                    found.append(known.get(item, item))
+                    found.append(known.get(item, item) if known else item)
                 elif item == 0 or item in (-errno.ENOENT, -errno.EOPNOTSUPP):
                     return found
                 else:
