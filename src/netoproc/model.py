@@ -3,7 +3,9 @@
 Addresses are 128-bit integers. IPv4 addresses are held IPv4-mapped
 (``::ffff:a.b.c.d``), so one representation serves both families, both
 kernels' socket tables (dual-stack sockets report mapped addresses) and the
-packet decoder's two 64-bit halves.
+packet decoder's two 64-bit halves. Each is a 32-44 byte object; a host's
+thousands of sockets and flows share a few addresses, so they are interned
+(`address`): one object per value in use.
 """
 
 from __future__ import annotations
@@ -63,9 +65,23 @@ def proto_name(proto: int) -> str:
     return PROTO_NAMES.get(proto, f"IP{proto}")
 
 
+_ADDRESSES: dict[int, int] = {}
+ADDRESSES_KEPT = 1 << 16  # then the table starts again: a scan brings each address once
+
+
+def address(addr: int) -> int:
+    """The one object for this address value (threads may race: at worst, two)."""
+    kept = _ADDRESSES.get(addr)
+    if kept is None:
+        if len(_ADDRESSES) >= ADDRESSES_KEPT:
+            _ADDRESSES.clear()
+        kept = _ADDRESSES[addr] = addr
+    return kept
+
+
 def v4(addr: int) -> int:
     """The 128-bit form of a 32-bit IPv4 address."""
-    return V4_MAPPED_PREFIX | addr
+    return address(V4_MAPPED_PREFIX | addr)
 
 
 def is_v4(addr: int) -> bool:
@@ -75,7 +91,7 @@ def is_v4(addr: int) -> bool:
 def addr_from_bytes(raw: bytes) -> int:
     """A 4- or 16-byte network-order address as a 128-bit integer."""
     value = int.from_bytes(raw, "big")
-    return v4(value) if len(raw) == 4 else value
+    return v4(value) if len(raw) == 4 else address(value)
 
 
 def format_addr(addr: int) -> str:

@@ -44,7 +44,7 @@ QUEUE_BYTES = 64 << 20
 # each batch has a fixed cost, so a steady trickle must not become 100 batches/s.
 COALESCE_SECONDS = 0.02
 COALESCE_BYTES = 16 << 20
-CAPTURE_WAIT = 0.5  # the capture's `wake` ends it when the session stops
+CAPTURE_WAIT = 5.0  # idle, the capture thread sleeps; `wake` ends the wait when the session stops
 SOCKET_TABLE_SECONDS = 5.0  # a full TCP table walk costs the kernel milliseconds
 # At most one full table instead of lookups this often: under a flood of new flows
 # the platform's "too many at once" must not turn every batch into a table dump.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from netoproc.engine import Engine
+from netoproc.engine.tcp import TcpTracker
 from netoproc.model import IPPROTO_TCP, FlowKey, ProcessRef, SocketInfo, TcpKernelInfo, parse_addr
 from netoproc.snapshot import ConnectionRow, TcpHealth
 from tests import builders as b
@@ -104,6 +105,32 @@ def test_a_batch_times_few_round_trips_per_flow_and_none_stale() -> None:
     engine = run(packets, [seg(500, RX, 1, seq)])  # a late duplicate ACK for everything
     h = health(engine)
     assert h.rtt_ms == pytest.approx(10.0, abs=0.01)
+
+
+def test_jitter_keeps_to_its_ten_seconds_days_into_a_run() -> None:
+    tracker = TcpTracker()
+    slot = np.array([3])
+    tracker.add_samples(slot, np.array([0.010]), np.array([T0]))
+    later = T0 + 3 * 86_400.0  # sample times are kept from an epoch moved once a day
+    for i, rtt in enumerate((0.020, 0.030, 0.050)):
+        tracker.add_samples(slot, np.array([rtt]), np.array([later + i * 4.0]))
+    figures = tracker.figures_of(slot, later + 13.0)  # the 20 ms one is 13 s old
+    assert figures.jitter_ms[0] == pytest.approx(10.0, abs=1e-4)  # 30 and 50 ms
+    assert math.isnan(tracker.figures_of(slot, later + 30.0).jitter_ms[0])  # none recent
+
+
+def test_rates_hold_past_four_billion_segments_and_days_into_a_run() -> None:
+    tracker = TcpTracker()
+    slot = np.array([5])
+    start = 2**32 - 40  # marks keep counts modulo 2**32
+    tracker.recent(slot, T0, np.array([0]), np.array([0]))  # the epoch: five days before
+    for second in range(12):
+        sent = np.array([start + 100 * second])
+        seconds, resent, sent_since = tracker.recent(
+            slot, T0 + 5 * 86_400 + second, sent // 50, sent
+        )
+    assert (seconds[0], sent_since[0]) == (pytest.approx(10.0, abs=0.01), 1000)
+    assert resent[0] == (start + 1100) // 50 - (start + 100) // 50
 
 
 def test_karns_rule_drops_samples_of_resent_segments() -> None:

@@ -52,9 +52,10 @@ def test_small_readable_numbers() -> None:
     assert milliseconds(0.04) == "<0.1ms"
     assert milliseconds(0.5) == "0.5ms"
     assert milliseconds(12.4) == "12ms"
-    assert elapsed(45) == "45s"
-    assert elapsed(725) == "12:05"
-    assert elapsed(10927) == "3:02:07"
+    assert elapsed(0) == elapsed(59.9) == "<1m"
+    assert elapsed(60) == "1m"
+    assert elapsed(725) == "12m"
+    assert elapsed(10927) == "3h 02m"
     assert clock_time(1_800_000_001) == "08:00:01"  # UTC, see conftest
 
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from rich.segment import Segment
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 
 from netoproc.tui.cells import fit
 from netoproc.tui.table import GAP, Column, RowTable, layout
@@ -94,7 +95,7 @@ async def test_only_the_rows_on_screen_are_formatted() -> None:
         assert set(table.rendered) <= set(range(10))
 
 
-async def test_rows_that_look_the_same_are_not_repainted() -> None:
+async def test_rows_that_look_the_same_are_not_repainted_and_a_changed_one_alone() -> None:
     app = TableApp()
     async with app.run_test(size=(20, 11)) as pilot:
         table = app.query_one(Numbers)
@@ -105,12 +106,24 @@ async def test_rows_that_look_the_same_are_not_repainted() -> None:
         table.set_rows(list(range(100)))  # new rows, the same on screen
         table.set_rows([*range(10), 99])  # the same on screen: row 99 is below it
         assert repaints == []
-        table.set_rows([*range(9), 42])  # the last line on screen changed
-        assert len(repaints) == 1
-        table.move_to(3)  # the cursor moved
-        assert len(repaints) == 2
+        table.set_rows([*range(9), 42])  # the last line on screen changed: it alone
+        assert repaints == [(Region(0, 10, 20, 1),)]
+        table.move_to(3)  # the cursor moved: everything
+        assert repaints[1:] == [()]
         table.set_rows([*range(9), 42])
         assert len(repaints) == 2
+        table.set_rows([3, 0, 1, 2, *range(4, 9), 42])  # the cursor's row moved to the top
+        assert (table.cursor, repaints[2:]) == (0, [()])
+        table.set_rows([3, 7, 1, 2, *range(4, 9), 43, 44])  # two lines changed, the rest did not
+        assert repaints[3:] == [(Region(0, 2, 20, 1), Region(0, 10, 20, 1))]
+        del table.refresh  # the real one again: what shows is what was asked for
+        table.refresh()
+        await pilot.pause()
+        table.set_rows([3, 6, 1, 2, *range(4, 9), 41])
+        await pilot.pause()
+        assert [line.strip() for line in screen_lines(app)[1:11]] == [
+            str(n) for n in [3, 6, 1, 2, *range(4, 9), 41]
+        ]
 
 
 async def test_a_log_follows_its_end_until_the_cursor_leaves_it() -> None:

@@ -78,6 +78,7 @@ from netoproc.model import (
     ProcessRef,
     SocketInfo,
     UnknownReason,
+    address,
 )
 from netoproc.snapshot import (
     EXITED_PID,
@@ -310,8 +311,8 @@ class Engine:
             fresh.tolist(), columns, conversations.tolist(), local_is_a.tolist(), strict=True
         ):
             iface, proto, l_hi, l_lo, lport, r_hi, r_lo, rport = row
-            key = FlowKey(interface(iface), proto, (l_hi << 64) | l_lo, lport,
-                          (r_hi << 64) | r_lo, rport)  # fmt: skip
+            key = FlowKey(interface(iface), proto, address((l_hi << 64) | l_lo), lport,
+                          address((r_hi << 64) | r_lo), rport)  # fmt: skip
             flow = table.create(key, row, int(groups.key_hash[i]))
             slots[i] = flow.slot
             self._sides.add(conversation, a_is_local)

@@ -27,6 +27,10 @@ from netoproc.model import Direction
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 SAMPLES = 32  # RTT samples kept per flow, for jitter
 JITTER_SECONDS = 10.0
+# Sample and mark times are float32 seconds from an epoch moved forward once it
+# is this far behind: within a day, float32 keeps a time to 8 ms
+EPOCH_SECONDS = 86_400.0
+_U32 = 0xFFFFFFFF
 # (time, retransmits, segments sent) marks kept per flow for rates over the last
 # JITTER_SECONDS: one a tick, at most one per MARK_SPACING, so the oldest kept
 # is always at least JITTER_SECONDS old once the flow is that old
@@ -80,14 +84,17 @@ _STATE: dict[str, tuple[type[np.generic], object, tuple[int, ...]]] = {
     "last_ack": (np.int64, -1, ()), "last_window": (np.int64, -1, ()),
     "peer_window_zero": (np.bool_, False, ()),
     "srtt": (np.float64, np.nan, ()),
-    "samples": (np.float64, np.nan, (SAMPLES,)),
-    "sample_ts": (np.float64, -np.inf, (SAMPLES,)),
+    # ms, and seconds since the tracker's epoch: 32 bits halve the biggest share
+    # of a slot (5,000 connections closing at once are 5,000 slots)
+    "samples": (np.float32, np.nan, (SAMPLES,)),
+    "sample_ts": (np.float32, -np.inf, (SAMPLES,)),
     "sample_pos": (np.int64, 0, ()),
     "retransmits": (np.int64, 0, ()), "segments_sent": (np.int64, 0, ()),
     "peer_retransmits": (np.int64, 0, ()), "dup_acks": (np.int64, 0, ()),
-    # oldest first; an empty mark's time is -inf
-    "mark_at": (np.float64, -np.inf, (MARKS,)), "mark_resent": (np.int64, 0, (MARKS,)),
-    "mark_sent": (np.int64, 0, (MARKS,)),
+    # oldest first; an empty mark's time is -inf. Times from the epoch as samples';
+    # counts modulo 2**32, as a mark is only ever subtracted from a count 10 s later
+    "mark_at": (np.float32, -np.inf, (MARKS,)), "mark_resent": (np.uint32, 0, (MARKS,)),
+    "mark_sent": (np.uint32, 0, (MARKS,)),
 }  # fmt: skip
 
 
@@ -96,6 +103,7 @@ class TcpTracker:
 
     def __init__(self, capacity: int = 256) -> None:
         self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._epoch: float | None = None  # of sample_ts and mark_at: the first one's, then moved
         self._grow(capacity)
 
     def _grow(self, capacity: int) -> None:
@@ -284,8 +292,20 @@ class TcpTracker:
         a["srtt"][slots] = np.where(np.isnan(srtt), ms, srtt + (ms - srtt) / 8)
         pos = a["sample_pos"][slots]
         a["samples"][slots, pos] = ms
-        a["sample_ts"][slots, pos] = a["probe_ts"][slots] + seconds if at is None else at
+        taken = a["probe_ts"][slots] + seconds if at is None else at
+        if len(taken):
+            a["sample_ts"][slots, pos] = taken - self._epoch_for(float(taken.max()))
         a["sample_pos"][slots] = (pos + 1) % SAMPLES
+
+    def _epoch_for(self, latest: float) -> float:
+        """The epoch of sample and mark times, moved forward if `latest` is a day past it."""
+        if self._epoch is None:
+            self._epoch = latest
+        elif latest - self._epoch > EPOCH_SECONDS:
+            for name in ("sample_ts", "mark_at"):
+                self._arrays[name] -= np.float32(latest - self._epoch)
+            self._epoch = latest
+        return self._epoch
 
     # what the kernel measured (counting in the kernel: capture/counts.py) ---------
 
@@ -308,12 +328,14 @@ class TcpTracker:
     def figures_of(self, slots: I64, now: float) -> TcpFigures:
         """Many flows' figures at once, in the order of `slots`."""
         a = self._arrays
-        recent = a["sample_ts"][slots] >= now - JITTER_SECONDS
+        since = now - JITTER_SECONDS - (self._epoch or 0.0)
+        recent = a["sample_ts"][slots] >= since
         n = recent.sum(axis=1)
         jitter = np.full(len(slots), np.nan)
         some = np.flatnonzero(n >= 2)  # the rest have no jitter: spare them the arithmetic
         if len(some):
-            samples, recent, k = a["samples"][slots[some]], recent[some], n[some]
+            samples = a["samples"][slots[some]].astype(np.float64)
+            recent, k = recent[some], n[some]
             mean = np.where(recent, samples, 0.0).sum(axis=1) / k
             variance = np.where(recent, (samples - mean[:, None]) ** 2, 0.0).sum(axis=1) / k
             jitter[some] = np.sqrt(variance)
@@ -331,15 +353,16 @@ class TcpTracker:
         segments sent at `now`; returns the seconds, retransmits and segments since
         the newest mark at least JITTER_SECONDS old (else the oldest kept)."""
         a = self._arrays
-        fresh = a["mark_at"][slots, -1] <= now - MARK_SPACING
+        epoch = self._epoch_for(now)
+        fresh = a["mark_at"][slots, -1] <= now - MARK_SPACING - epoch
         due = slots[fresh]
         if len(due):
-            for name, value in (("mark_at", now), ("mark_resent", resent[fresh]),
-                                ("mark_sent", sent[fresh])):  # fmt: skip
+            for name, value in (("mark_at", now - epoch), ("mark_resent", resent[fresh] & _U32),
+                                ("mark_sent", sent[fresh] & _U32)):  # fmt: skip
                 marks = a[name]
                 marks[due, :-1] = marks[due, 1:]
                 marks[due, -1] = value
-        at = a["mark_at"][slots]
+        at = a["mark_at"][slots].astype(np.float64) + epoch
         kept = np.isfinite(at)
         oldest = MARKS - kept.sum(axis=1)
         old_enough = (kept & (at <= now - JITTER_SECONDS)).sum(axis=1)
@@ -347,8 +370,8 @@ class TcpTracker:
         rows = np.arange(len(slots))
         return (
             now - at[rows, base],
-            resent - a["mark_resent"][slots, base],
-            sent - a["mark_sent"][slots, base],
+            (resent - a["mark_resent"][slots, base]) & _U32,
+            (sent - a["mark_sent"][slots, base]) & _U32,
         )
 
 

@@ -121,6 +121,30 @@ _SIGNATURES = {  # every return type is int (sys/sysctl.h, libproc.h)
 }
 
 
+class PsutilFacts:
+    """What ProcessNames asks of a process (platform/processes.py), from psutil."""
+
+    def started(self, pid: int) -> float:
+        try:
+            return float(psutil.Process(pid).create_time())
+        except psutil.NoSuchProcess:  # and zombies
+            raise ProcessLookupError(pid) from None
+        except psutil.AccessDenied:
+            raise PermissionError(pid) from None
+
+    def name_and_uid(self, pid: int) -> tuple[str, int]:
+        try:
+            process = psutil.Process(pid)
+            with process.oneshot():
+                name, uid = process.name(), process.uids().real
+        except psutil.NoSuchProcess:
+            raise ProcessLookupError(pid) from None
+        except psutil.AccessDenied:
+            raise PermissionError(pid) from None
+        # names are bytes on disk: undecodable ones arrive as surrogates; show them as \xNN
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), uid
+
+
 class LibSystem:
     """The real one: sysctl(3) and libproc through ctypes, psutil, subprocess."""
 
@@ -131,7 +155,7 @@ class LibSystem:
             raise PlatformError(f"cannot load {path}: {exc}") from None
         for function, argtypes in _SIGNATURES.items():
             getattr(self._lib, function).argtypes = argtypes
-        self._names = ProcessNames()
+        self._names = ProcessNames(PsutilFacts())
 
     @staticmethod
     def _error(call: str) -> OSError:

@@ -1,6 +1,6 @@
 """The Linux platform: owners from the kernel as sockets are used (eBPF, see
 platform/owners.py), else sockets from sock_diag and their holders from /proc;
-names from psutil, containers and units from cgroups (platform/cgroups.py);
+names from /proc, containers and units from cgroups (platform/cgroups.py);
 address translation from conntrack (platform/conntrack.py).
 
 With eBPF, the kernel names the process at each socket's first send or
@@ -35,10 +35,10 @@ from netoproc.model import (
 from netoproc.platform import PlatformError
 from netoproc.platform.cgroups import CgroupNames
 from netoproc.platform.conntrack import Conntrack, ConntrackError
-from netoproc.platform.interfaces import read_interfaces
+from netoproc.platform.interfaces import InterfaceReader
 from netoproc.platform.owners import OwnerTracer
 from netoproc.platform.processes import ProcessNames
-from netoproc.platform.procfs import InodeOwners
+from netoproc.platform.procfs import InodeOwners, ProcFacts
 from netoproc.platform.resolvers import read_resolvers
 from netoproc.platform.sockdiag import DiagSocket, SockDiag, SockDiagError
 
@@ -77,7 +77,8 @@ class LinuxPlatform:
         except OSError as exc:
             raise PlatformError(f"cannot open sock_diag netlink socket: {exc.strerror}") from None
         self._owners = InodeOwners(proc_root)
-        self._names = ProcessNames(CgroupNames(proc_root).of_pid)
+        self._names = ProcessNames(ProcFacts(proc_root), CgroupNames(proc_root).of_pid)
+        self._interfaces: InterfaceReader | None = None
         self._owners.rescan()
         # sockets no process holds (kernel sockets, or not yet accept()ed): known
         # after a full scan, so they do not trigger another one every tick
@@ -110,6 +111,8 @@ class LinuxPlatform:
         if self._tracer is not None:
             self._tracer.close()
         self._diag.close()
+        if self._interfaces is not None:
+            self._interfaces.close()
         if self._fast_diag is not None:
             self._fast_diag.close()
 
@@ -235,7 +238,12 @@ class LinuxPlatform:
         return table
 
     def interfaces(self) -> list[InterfaceInfo]:
-        return read_interfaces()
+        if self._interfaces is None:
+            self._interfaces = InterfaceReader()
+        try:
+            return self._interfaces.read()
+        except ValueError as exc:
+            raise PlatformError(str(exc)) from None
 
     def resolvers(self) -> dict[str, tuple[str, ...]]:
         return read_resolvers()

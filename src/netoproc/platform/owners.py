@@ -25,6 +25,7 @@ from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer
 from netoproc.model import OwnerSighting, ProcessRef, addr_from_bytes
 from netoproc.platform.cgroups import CgroupNames
 from netoproc.platform.processes import ProcessNames
+from netoproc.platform.procfs import ProcFacts
 
 log = logging.getLogger("netoproc")
 
@@ -118,7 +119,7 @@ class OwnerTracer:
             self._object.close()
             raise
         self._netns = own_netns()
-        self._names = ProcessNames()  # this thread's own: the engine thread has another
+        self._names = ProcessNames(ProcFacts())  # this thread's own: the engine thread has another
         self._groups = CgroupNames()  # containers and units, by the event's cgroup id
         # a process named once is not asked about again (a busy server's every socket);
         # by (tgid, start time, cgroup id): a process moved to another cgroup is asked again

@@ -103,19 +103,50 @@ class InodeOwners:
 
     def _glimpse(self, pid: int) -> None:
         try:
-            with open(f"{self.proc_root}/{pid}/comm", "rb") as f:
-                comm = f.read().rstrip(b"\n")
-            if len(comm) >= COMM_MAX:  # cut short: the command line may have it whole
-                with open(f"{self.proc_root}/{pid}/cmdline", "rb") as f:
-                    whole = os.path.basename(f.read().split(b"\0", 1)[0])
-                if whole.startswith(comm):
-                    comm = whole
+            name = process_name(pid, self.proc_root)
             uid = os.stat(f"{self.proc_root}/{pid}").st_uid
         except OSError:
             return
-        self.glimpsed[pid] = (comm.decode("utf-8", "backslashreplace"), uid)
+        self.glimpsed[pid] = (name, uid)
 
     def forget_missing(self, live_inodes: set[int]) -> None:
         """Drop sockets that no longer exist."""
         for inode in [i for i in self._holders if i not in live_inodes]:
             del self._holders[inode]
+
+
+def process_name(pid: int, proc_root: str = "/proc") -> str:
+    """A process's name: its comm, or the command line's program if comm was cut short
+    (as `ps -o comm` and psutil name it). Undecodable bytes are shown as \\xNN."""
+    with open(f"{proc_root}/{pid}/comm", "rb") as f:
+        comm = f.read().rstrip(b"\n")
+    if len(comm) >= COMM_MAX:  # cut short: the command line may have it whole
+        with open(f"{proc_root}/{pid}/cmdline", "rb") as f:
+            whole = os.path.basename(f.read().split(b"\0", 1)[0])
+        if whole.startswith(comm):
+            comm = whole
+    return comm.decode("utf-8", "backslashreplace")
+
+
+class ProcFacts:
+    """What ProcessNames asks of a Linux process, from /proc (platform/processes.py)."""
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self.proc_root = proc_root
+
+    def started(self, pid: int) -> float:
+        """Clock ticks from boot to the process's start (stat's 22nd field)."""
+        try:
+            with open(f"{self.proc_root}/{pid}/stat", "rb") as f:
+                stat = f.read()
+            return int(stat[stat.rindex(b")") + 2 :].split()[19])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            raise ProcessLookupError(pid) from None
+
+    def name_and_uid(self, pid: int) -> tuple[str, int]:
+        try:
+            with open(f"{self.proc_root}/{pid}/status", "rb") as f:
+                uid = next(int(line.split()[1]) for line in f if line.startswith(b"Uid:"))
+            return process_name(pid, self.proc_root), uid
+        except (FileNotFoundError, ProcessLookupError, StopIteration, IndexError, ValueError):
+            raise ProcessLookupError(pid) from None

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from netoproc.model import IPPROTO_TCP, V4_MAPPED_PREFIX, TcpKernelInfo, v4
+from netoproc.model import IPPROTO_TCP, V4_MAPPED_PREFIX, TcpKernelInfo, address, v4
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -90,7 +90,7 @@ class DiagSocket:
 def _addr(family: int, raw: bytes) -> int:
     if family == socket.AF_INET:
         return v4(int.from_bytes(raw[:4], "big"))
-    return int.from_bytes(raw, "big")
+    return address(int.from_bytes(raw, "big"))
 
 
 def _addr_bytes(family: int, addr: int) -> bytes:
@@ -190,29 +190,18 @@ class SockDiag:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._seq = 0
-        # each dump's sockets, so one unchanged since the last dump is the same
-        # object: a table of thousands is then not made anew every few seconds,
-        # and the heap is not left with the holes of the old one
-        self._dumped: dict[tuple[int, int], dict[DiagSocket, DiagSocket]] = {}
 
     def close(self) -> None:
         self._sock.close()
 
-    def _ask(
-        self,
-        request: bytes,
-        proto: int,
-        *,
-        dump: bool,
-        known: dict[DiagSocket, DiagSocket] | None = None,
-    ) -> list[DiagSocket]:
+    def _ask(self, request: bytes, proto: int, *, dump: bool) -> list[DiagSocket]:
         self._sock.send(request)
         found: list[DiagSocket] = []
         while True:
             data = self._sock.recv(1 << 16)
             for item in parse_messages(data, proto):
                 if isinstance(item, DiagSocket):
-                    found.append(known.get(item, item) if known else item)
+                    found.append(item)
                 elif item == 0 or item in (-errno.ENOENT, -errno.EOPNOTSUPP):
                     return found
                 else:
@@ -223,9 +212,7 @@ class SockDiag:
     def dump(self, family: int, proto: int) -> list[DiagSocket]:
         self._seq += 1
         request = dump_request(family, proto, self._seq)
-        found = self._ask(request, proto, dump=True, known=self._dumped.get((family, proto)))
-        self._dumped[(family, proto)] = {d: d for d in found}
-        return found
+        return self._ask(request, proto, dump=True)
 
     def lookup(
         self, proto: int, laddr: int, lport: int, raddr: int, rport: int

@@ -35,6 +35,7 @@ from netoproc.snapshot import Snapshot
 from netoproc.tui.bars import FilterBar, Status, StatusBar, TabBar, too_small_text
 from netoproc.tui.connection_view import ConnectionTable
 from netoproc.tui.dns_view import DnsPanel
+from netoproc.tui.driver import QuietDriver
 from netoproc.tui.help import HelpScreen
 from netoproc.tui.interface_view import InterfaceCards
 from netoproc.tui.order import View, initial_order
@@ -115,7 +116,7 @@ class MonitorApp(App[None]):
     TITLE = "netoproc"
 
     def __init__(self, source: SnapshotSource, options: MonitorOptions) -> None:
-        super().__init__()
+        super().__init__(driver_class=QuietDriver)
         self.source = source
         self.options = options
         if options.no_color:

@@ -55,13 +55,12 @@ def clock_time(timestamp: float) -> str:
 
 
 def elapsed(seconds: float) -> str:
-    """How long netoproc has been running: 45s, 12:05, 3:02:07."""
-    whole = max(0, int(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
+    """How long netoproc has been running, in minutes: <1m, 12m, 3h 02m. A clock of
+    seconds would repaint an idle monitor every second; the rates show it is live."""
+    hours, minutes = divmod(max(0, int(seconds)) // 60, 60)
     if hours:
-        return f"{hours}:{minutes:02d}:{secs:02d}"
-    return f"{minutes}:{secs:02d}" if minutes else f"{secs}s"
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m" if minutes else "<1m"
 
 
 def endpoint(addr: int, port: int) -> str:

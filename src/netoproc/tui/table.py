@@ -25,6 +25,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
@@ -115,7 +116,9 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         self._width_for = -1
         self._hidden: frozenset[int] = frozenset()
         self._base_style: Style | None = None
-        self._drawn: tuple[object, ...] = ()  # what the last refresh showed (see set_rows)
+        # what the last repaint showed (see _repaint): the place, and each row's segments
+        self._frame: tuple[object, ...] = ()
+        self._lines: list[tuple[Segment, ...]] = []
 
     # what subclasses provide -------------------------------------------------
 
@@ -142,16 +145,23 @@ class RowTable(Widget, Generic[RowT], can_focus=True):
         self._repaint()
 
     def _repaint(self) -> None:
-        """Repaint if what shows changed. New rows that look the same on screen (an
-        idle machine, a minute of the same figures) repaint nothing: Textual's
-        compositor was most of an idle monitor's CPU, redrawing an unchanged table."""
+        """Repaint what changed on screen. New rows that look the same (an idle
+        machine, a minute of the same figures) repaint nothing, and a row whose
+        figures moved repaints its own line: Textual's compositor was most of an
+        idle monitor's CPU, redrawing a whole table for one changed row."""
         widths = self.widths
         shown = self.rows[self.top : self.top + self.page_height]
-        drawn = (self.top, self.cursor, self.size, *(tuple(self.render_row(row, widths))
-                                                     for row in shown))  # fmt: skip
-        if drawn != self._drawn:
-            self._drawn = drawn
+        frame = (self.top, self.cursor, self.size)
+        lines = [tuple(self.render_row(row, widths)) for row in shown]
+        if frame != self._frame or len(lines) != len(self._lines):
             self.refresh()
+        else:
+            width, header = self.size.width, self.HEADER
+            pairs = enumerate(zip(lines, self._lines, strict=True))
+            changed = [Region(0, header + y, width, 1) for y, (line, was) in pairs if line != was]
+            if changed:
+                self.refresh(*changed)
+        self._frame, self._lines = frame, lines
 
     def _index_of(self, key: Hashable, near: int) -> int:
         # the row usually stays where it was; look there first
