@@ -40,7 +40,9 @@ class WakingEvent(threading.Event):
 class QuietDriver(LinuxDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_read, self._wake_write = os.pipe()  # not inherited; pipe2 is Linux's
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
         self.exit_event: WakingEvent = WakingEvent(self._wake_write)
 
     def run_input_thread(self) -> None:
