@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from netoproc.engine.floods import PRESSURE_PER_SECOND
 from tests.e2e.netns import TwoHosts, stop_tcpdump, two_hosts, wait_for_line
 from tests.witness import tcpdump_packets
 
@@ -138,7 +139,8 @@ def test_a_syn_flood_folds_and_real_traffic_stays_exact(hosts: TwoHosts, tmp_pat
     assert (top["proto"], top["lport"], top["process"]) == (6, FLOOD_PORT, None)
     assert top["total"]["rx_packets"] >= sent // 2 - health["kernel_drops"]
     assert top["sources"] > 1000
-    assert len(snapshot["connections"]) < 100
+    # until the flood is recognised its flows keep rows: at most one bucket of them
+    assert len(snapshot["connections"]) <= PRESSURE_PER_SECOND + 10
     counted = sum(r["total"]["rx_bytes"] + r["total"]["tx_bytes"] for r in snapshot["processes"])
     assert counted == health["bytes"]
     assert 0 < peak <= MAX_RSS_MIB

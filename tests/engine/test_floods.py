@@ -96,6 +96,17 @@ def test_below_the_pressure_bound_every_flow_keeps_its_row() -> None:
     assert snapshot.health.floods == ()
 
 
+def test_a_burst_across_a_second_boundary_is_pressure() -> None:
+    # 150 candidates at the end of one second and 150 at the start of the next:
+    # under the bound in each second, over it within one
+    engine = Engine(started=0.0)
+    burst = 3 * PRESSURE_PER_SECOND // 4
+    engine.ingest(batch(*syn_flood(0, burst, 0.99)))
+    engine.ingest(batch(*syn_flood(burst, burst, 1.01)))
+    assert len(engine.flows) == burst  # the first burst alone kept its rows
+    assert engine.tick(1.1).health.floods[0].total.packets == burst
+
+
 def test_pressure_ends_after_a_calm_spell() -> None:
     engine = Engine(started=0.0)
     engine.ingest(batch(*syn_flood(0, 1000, 0.0)))

@@ -16,9 +16,11 @@ socket would keep a flow for, judged on its packets in the batch:
 - TCP or UDP that only arrives (we sent nothing but RSTs) on a local port no
   socket of the last full socket table uses (a scan, a UDP flood);
 - other protocols (ICMP floods and the port-unreachables they cause).
-Candidates are folded only *under pressure*: once more than
-`PRESSURE_PER_SECOND` of them arrive within a second, and until none of the
-seconds of the last `CALM_SECONDS` passed that bound. In normal traffic
+Candidates are folded only *under pressure*: from the moment they arrive
+faster than `PRESSURE_PER_SECOND` a second (a bucket that drains at that
+rate overflows, so a burst of more than that many also counts, wherever
+the second's boundary falls) until `CALM_SECONDS` pass without an
+overflow. In normal traffic
 every flow keeps its row; a listener opened since the last socket table
 (read every 5 s) loses at most the handshake of its first connections to
 the aggregate, never their data. A listening socket's half-open
@@ -207,8 +209,8 @@ class Floods:
         self._by_key: dict[tuple[str, int, int, int], int] = {}
         # (iface id, proto, kind) packed in an int -> its rows by port
         self._families: dict[int, _Family] = {}
-        self._second = -math.inf  # the second the candidates are being counted in
-        self._in_second = 0
+        self._level = 0.0  # candidates in the bucket, which drains at pressure_per_second
+        self._level_at = -math.inf
         self._pressure_until = -math.inf
         self._tokens = float(lookup_burst)
         self._tokens_at: float | None = None
@@ -345,11 +347,10 @@ class Floods:
         return self._socket_ports
 
     def _count_pressure(self, now: float, candidates: int) -> None:
-        second = math.floor(now)
-        if second != self._second:
-            self._second, self._in_second = second, 0
-        self._in_second += candidates
-        if self._in_second > self.pressure_per_second:
+        drained = max(0.0, now - self._level_at) * self.pressure_per_second
+        self._level = max(0.0, self._level - drained) + candidates
+        self._level_at = max(self._level_at, now)  # a clock stepping back drains nothing
+        if self._level > self.pressure_per_second:
             self._pressure_until = max(self._pressure_until, now + self.calm_seconds)
 
     @staticmethod
