@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from netoproc.ebpf import BpfObject, BpfUnavailable, object_bytes
+from netoproc.ebpf import BpfObject, BpfRefused, BpfUnavailable, kernel_has_tracepoint, object_bytes
 
 ROOT = Path(__file__).parents[2]
 live = pytest.mark.skipif(os.geteuid() != 0, reason="loading eBPF programs needs root")
@@ -71,6 +71,23 @@ int prog(__u64 *ctx) { return 0; }
             obj.attach("prog", "the no-such tracepoint")
     finally:
         obj.close()
+
+
+@live
+def test_a_btf_tracepoint_the_kernel_lacks_is_refused_at_load(tmp_path: Path) -> None:
+    """tp_btf programs (the owner tracer's) find their tracepoint when loaded,
+    so a missing one is a refusal; `kernel_has_tracepoint` tells which."""
+    data = _compile(
+        tmp_path,
+        """
+SEC("tp_btf/netoproc_no_such_tracepoint")
+int prog(__u64 *ctx) { return 0; }
+""",
+    )
+    with pytest.raises(BpfRefused, match=r"^the kernel refused the t programs \("):
+        BpfObject("t", data)
+    assert not kernel_has_tracepoint("netoproc_no_such_tracepoint")
+    assert kernel_has_tracepoint("sock_send_length")  # Linux 6.4 and newer: these machines
 
 
 @live

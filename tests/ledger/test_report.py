@@ -23,12 +23,17 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
-    """Two hours ago: curl and a hostile name; three days ago: firefox."""
+    """Two hours ago: curl and a hostile name; three days ago: firefox. The ten
+    minutes two hours ago end before a local midnight they would cross, so the
+    daily totals always have the two days."""
     path = tmp_path / "l.db"
     now = int(time.time()) // 60 * 60
+    start = now - 7200
+    if time.localtime(start).tm_mday != time.localtime(start + 9 * 60).tm_mday:
+        start -= 10 * 60
     store = Store(str(path))
     for m in range(10):
-        store.write(now - 7200 + 60 * m, {
+        store.write(start + 60 * m, {
             ("curl", "alice", "eth0", "example.com"): (1000, 100, 10, 1),
             (HOSTILE, "bob", "wlan0", "x\x07.example"): (10, 1, 1, 1),
         })  # fmt: skip

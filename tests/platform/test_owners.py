@@ -20,6 +20,7 @@ import pytest
 
 from netoproc import ebpf
 from netoproc.model import IPPROTO_TCP, IPPROTO_UDP, OwnerSighting, parse_addr, v4
+from netoproc.platform import owners
 from netoproc.platform.owners import EVENT, EVENT_FIELDS, OwnerTracer, decode_event
 
 OBJECT = Path(ebpf.__file__).with_name("owners.bpf.o")
@@ -107,6 +108,46 @@ def test_the_tracer_names_a_socket_as_it_sends(
     assert all(s.process.name == "python" or s.process.name.startswith("py") for s in mine), mine
     assert all(not s.foreign and s.laddr == v4(0x7F000001) for s in mine)
     assert tracer.lost() == 0
+
+
+@live
+def test_the_tracer_reads_ipv6_endpoints(tracer: OwnerTracer) -> None:
+    """IPv6 addresses come from the socket by plain loads (tp_btf), word by word."""
+    with (
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as listener,
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as client,
+    ):
+        listener.bind(("::1", 0))
+        listener.listen(1)
+        client.connect(listener.getsockname()[:2])
+        server, _ = listener.accept()
+        with server:
+            client.send(b"ping")
+            server.recv(4)
+            lport, rport = client.getsockname()[1], server.getsockname()[1]
+            want = {(lport, rport), (rport, lport)}
+            mine = wait_for(tracer, lambda got: want <= {(s.lport, s.rport) for s in got})
+    ours = [s for s in mine if (s.lport, s.rport) in want]
+    assert {(s.lport, s.rport) for s in ours} == want
+    assert all(s.proto == IPPROTO_TCP for s in ours)
+    assert all(s.laddr == s.raddr == parse_addr("::1") for s in ours), ours
+
+
+def test_a_missing_tracepoint_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without sock_send_length refuses the tp_btf programs at load;
+    the reason given is the tracepoint, not the refusal."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ebpf.BpfRefused("the kernel refused the owners programs (No such process)")
+
+    monkeypatch.setattr(owners, "BpfObject", refuse)
+    monkeypatch.setattr(owners, "kernel_has_tracepoint", lambda name: name == "inet_sock_set_state")
+    with pytest.raises(ebpf.BpfUnavailable) as caught:
+        OwnerTracer()
+    assert str(caught.value) == "kernel lacks the sock_send_length tracepoint (Linux 6.4 or newer)"
+    monkeypatch.setattr(owners, "kernel_has_tracepoint", lambda name: True)
+    with pytest.raises(ebpf.BpfRefused, match=r"^the kernel refused the owners programs"):
+        OwnerTracer()
 
 
 @live

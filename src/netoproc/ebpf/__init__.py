@@ -53,11 +53,17 @@ _PROTOTYPES = (
     ("ring_buffer__consume", ctypes.c_int, [ctypes.c_void_p]),
     ("ring_buffer__epoll_fd", ctypes.c_int, [ctypes.c_void_p]),
     ("ring_buffer__free", None, [ctypes.c_void_p]),
+    ("libbpf_find_vmlinux_btf_id", ctypes.c_int, [ctypes.c_char_p, ctypes.c_int]),
 )  # fmt: skip
+BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type: what tp_btf programs attach as
 
 
 class BpfUnavailable(Exception):
     """eBPF cannot be used here; the message says why, in one line."""
+
+
+class BpfRefused(BpfUnavailable):
+    """The kernel would not load an object's programs."""
 
 
 _libbpf: ctypes.CDLL | None = None
@@ -111,6 +117,12 @@ def unusable(*, core: bool) -> str | None:
     return None
 
 
+def kernel_has_tracepoint(name: str) -> bool:
+    """Whether the kernel's BTF describes tracepoint `name`, as a tp_btf program
+    needs to load (it is looked up at load, not at attach as a raw_tp's is)."""
+    return int(libbpf().libbpf_find_vmlinux_btf_id(name.encode(), BPF_TRACE_RAW_TP)) > 0
+
+
 def object_bytes(name: str) -> bytes:
     """The shipped CO-RE object `name`.bpf.o."""
     # beside this module: the package is installed as files, and importlib.resources
@@ -152,7 +164,7 @@ class BpfObject:
         code = lib.bpf_object__load(obj)
         if code < 0:
             self.close()
-            raise BpfUnavailable(f"the kernel refused the {name} programs ({os.strerror(-code)})")
+            raise BpfRefused(f"the kernel refused the {name} programs ({os.strerror(-code)})")
 
     def attach(self, program: str, hook: str) -> None:
         """Attach `program` where its section says; `hook` names it in errors."""

@@ -203,7 +203,7 @@ class FlowTable:
         else:
             if self._size == self.capacity:
                 # by half, not double: the TCP state follows this capacity, at
-                # ~900 bytes a slot, and a table just past a power of two would
+                # ~500 bytes a slot, and a table just past a power of two would
                 # carry nearly as many empty slots as flows
                 self.capacity += max(1, self.capacity // 2)
                 self.arrays = FlowArrays.empty(self.capacity, self.arrays)
@@ -245,25 +245,27 @@ class ConversationSides:
     """
 
     def __init__(self) -> None:
-        self._sides: dict[int, list[int]] = {}  # hash -> [local is a (0/1), flows using it]
+        # hash -> flows using it * 2 + (1 if "a" is local): one small int, no object
+        # of its own per conversation (a host holding 5,000 connections has 5,000)
+        self._sides: dict[int, int] = {}
 
     def lookup(self, hashes: U64) -> npt.NDArray[np.int8]:
         """1 where "a" is local, 0 where "b" is, -1 for conversations not seen."""
         sides = self._sides
         return np.fromiter(
-            ((sides[h][0] if h in sides else -1) for h in hashes.tolist()), np.int8, len(hashes)
+            ((sides[h] & 1 if h in sides else -1) for h in hashes.tolist()), np.int8, len(hashes)
         )
 
     def add(self, conversation: int, local_is_a: bool) -> None:
-        entry = self._sides.setdefault(conversation, [int(local_is_a), 0])
-        entry[1] += 1
+        self._sides[conversation] = self._sides.get(conversation, int(local_is_a)) + 2
 
     def remove(self, conversation: int) -> None:
         entry = self._sides.get(conversation)
         if entry is not None:
-            entry[1] -= 1
-            if entry[1] <= 0:
+            if entry < 4:  # its last flow
                 del self._sides[conversation]
+            else:
+                self._sides[conversation] = entry - 2
 
 
 class FragmentPorts:

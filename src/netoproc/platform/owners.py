@@ -2,7 +2,7 @@
 told the moment it sent or received, so a process that exits a millisecond
 later is still named.
 
-`OwnerTracer` loads `ebpf/owners.bpf.c` (raw tracepoints sock_send_length,
+`OwnerTracer` loads `ebpf/owners.bpf.c` (BTF tracepoints sock_send_length,
 sock_recv_length and inet_sock_set_state), reads its ring buffer on a thread
 of its own, and turns each event into an `OwnerSighting` the engine matches
 flows against. It names the process at once, while it still runs (its full
@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import NamedTuple
 
-from netoproc.ebpf import BpfObject, BpfUnavailable, RingBuffer
+from netoproc.ebpf import BpfObject, BpfRefused, BpfUnavailable, RingBuffer, kernel_has_tracepoint
 from netoproc.model import OwnerSighting, ProcessRef, addr_from_bytes
 from netoproc.platform.cgroups import CgroupNames
 from netoproc.platform.processes import ProcessNames
@@ -37,10 +37,10 @@ EVENT_FIELDS = (
 )  # fmt: skip
 EVENT = struct.Struct("=" + "".join(code for _, code in EVENT_FIELDS))
 AF_INET = 2
-HOOKS = (  # (program, the tracepoint it needs)
-    ("on_send", "the sock_send_length tracepoint (Linux 6.4 or newer)"),
-    ("on_recv", "the sock_recv_length tracepoint (Linux 6.4 or newer)"),
-    ("on_state", "the inet_sock_set_state tracepoint"),
+HOOKS = (  # (program, its tracepoint, what that needs)
+    ("on_send", "sock_send_length", "the sock_send_length tracepoint (Linux 6.4 or newer)"),
+    ("on_recv", "sock_recv_length", "the sock_recv_length tracepoint (Linux 6.4 or newer)"),
+    ("on_state", "inet_sock_set_state", "the inet_sock_set_state tracepoint"),
 )
 MAX_WAITING = 65536  # sightings not yet taken by the engine thread; older ones give way
 MAX_NAMED = 4096  # processes whose names are kept, by (tgid, start time)
@@ -108,12 +108,19 @@ class OwnerTracer:
 
     def __init__(self, ring_bytes: int | None = None) -> None:
         """`ring_bytes`: the kernel's ring buffer size (a power of two, at least a
-        page), if not the object's 1 MiB."""
-        self._object = BpfObject("owners", sizes={"events": ring_bytes} if ring_bytes else None)
+        page), if not the object's 256 KiB."""
+        try:
+            self._object = BpfObject("owners", sizes={"events": ring_bytes} if ring_bytes else None)
+        except BpfRefused:
+            # tp_btf programs are refused at load when their tracepoint is missing
+            for _program, tracepoint, needs in HOOKS:
+                if not kernel_has_tracepoint(tracepoint):
+                    raise BpfUnavailable(f"kernel lacks {needs}") from None
+            raise
         try:
             self._object.write("config", 0, CONFIG.pack(proc_pidns(), 0))
-            for program, hook in HOOKS:
-                self._object.attach(program, hook)
+            for program, _tracepoint, needs in HOOKS:
+                self._object.attach(program, needs)
             self._ring = RingBuffer(self._object.map_fd("events"), self._received)
         except BpfUnavailable:
             self._object.close()
