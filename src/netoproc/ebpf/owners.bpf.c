@@ -54,6 +54,26 @@ struct {
 	__type(value, __u64);
 } seen SEC(".maps");
 
+/* The socket each hook last let pass on this CPU, already reported: a busy
+ * socket's next send (or receive) is answered here, without hashing into
+ * `seen`. One per hook, so a sender and a receiver sharing a CPU do not evict
+ * each other. (A socket answered here does not refresh its `seen` entry; if
+ * that is evicted meanwhile, the socket is reported once more: a repeat, never
+ * a wrong owner.) */
+struct recent {
+	__u64 sk;
+	__u64 shape;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOOK_CLOSE + 1);
+	__type(key, __u32);
+	__type(value, struct recent);
+} recent SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -141,11 +161,21 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 	if (e.tgid == 0)
 		return 0; /* no pid netoproc could show */
 
-	struct seen_key key = {.sk = (__u64)sk, .tgid = e.tgid};
 	__u64 shape = fold(&e);
-	__u64 *known = bpf_map_lookup_elem(&seen, &key);
-	if (known && *known == shape)
+	__u32 slot = hook;
+	struct recent *last = bpf_map_lookup_elem(&recent, &slot);
+	if (last && last->sk == (__u64)sk && last->tgid == e.tgid && last->shape == shape)
 		return 0;
+	struct seen_key key = {.sk = (__u64)sk, .tgid = e.tgid};
+	__u64 *known = bpf_map_lookup_elem(&seen, &key);
+	if (known && *known == shape) {
+		if (last) {
+			last->sk = (__u64)sk;
+			last->tgid = e.tgid;
+			last->shape = shape;
+		}
+		return 0;
+	}
 
 	e.uid = (__u32)bpf_get_current_uid_gid();
 	e.cgroup = bpf_get_current_cgroup_id();
@@ -162,6 +192,11 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 		return 0; /* not remembered: the next send tries again */
 	}
 	bpf_map_update_elem(&seen, &key, &shape, BPF_ANY);
+	if (last) {
+		last->sk = (__u64)sk;
+		last->tgid = e.tgid;
+		last->shape = shape;
+	}
 	return 0;
 }
 
