@@ -17,6 +17,8 @@
  * Two counter maps take turns: user space switches `config[0]` to the other
  * one, lets the packets already inside this filter finish, and takes the
  * first with one batched lookup-and-delete, so no count is read twice or lost.
+ * They are shared by all CPUs (atomic adds), not per-CPU: a per-CPU entry holds
+ * a value for every possible CPU, 11 MiB per CPU for two full maps.
  *
  * TCP health for the segments counted here: retransmissions either way (a
  * segment whose sequence range that side already sent; keep-alives and

@@ -61,10 +61,8 @@ struct {
  * that is evicted meanwhile, the socket is reported once more: a repeat, never
  * a wrong owner.) */
 struct recent {
-	__u64 sk;
+	struct seen_key key;
 	__u64 shape;
-	__u32 tgid;
-	__u32 pad;
 };
 
 struct {
@@ -161,21 +159,15 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 	if (e.tgid == 0)
 		return 0; /* no pid netoproc could show */
 
+	struct seen_key key = {.sk = (__u64)sk, .tgid = e.tgid};
 	__u64 shape = fold(&e);
 	__u32 slot = hook;
 	struct recent *last = bpf_map_lookup_elem(&recent, &slot);
-	if (last && last->sk == (__u64)sk && last->tgid == e.tgid && last->shape == shape)
+	if (last && last->key.sk == key.sk && last->key.tgid == key.tgid && last->shape == shape)
 		return 0;
-	struct seen_key key = {.sk = (__u64)sk, .tgid = e.tgid};
 	__u64 *known = bpf_map_lookup_elem(&seen, &key);
-	if (known && *known == shape) {
-		if (last) {
-			last->sk = (__u64)sk;
-			last->tgid = e.tgid;
-			last->shape = shape;
-		}
-		return 0;
-	}
+	if (known && *known == shape)
+		goto remember;
 
 	e.uid = (__u32)bpf_get_current_uid_gid();
 	e.cgroup = bpf_get_current_cgroup_id();
@@ -192,9 +184,9 @@ static __always_inline int report(struct sock *sk, enum hook hook)
 		return 0; /* not remembered: the next send tries again */
 	}
 	bpf_map_update_elem(&seen, &key, &shape, BPF_ANY);
+remember:
 	if (last) {
-		last->sk = (__u64)sk;
-		last->tgid = e.tgid;
+		last->key = key;
 		last->shape = shape;
 	}
 	return 0;
